@@ -1,0 +1,240 @@
+"""`s2st bench bus`: a no-op stage chained three times over N sessions.
+
+Three relay workers, each a separate process, chained audio -> b1 -> b2 -> b3
+against the configured Redis.  For each N:
+
+* throughput: ``events`` entries are written as fast as possible, spread over
+  the N sessions; each stage's rate is read off its output stream (entry ids
+  are millisecond timestamps), reported as events/s per worker process;
+* latency: ``rate`` events/s are offered for ``duration`` seconds; the time the
+  bus adds per hop is read from the traces of the final events: hop 1 is the
+  producer's write to stage 1's read, hop k the previous stage's output to
+  stage k's read (includes the previous stage's commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bus.connection import connect
+from bus.events import decode_event
+from bus.keys import Partition
+from bus.registry import Registry
+from bus.settings import BusSettings
+from bus.testing import delete_prefix, make_chunk
+
+FAMILIES = ["audio", "b1", "b2", "b3"]
+
+
+def _spawn(settings: BusSettings, prefix: str, hop: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "S2ST_REDIS_URL": settings.redis_url,
+        "S2ST_REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
+        "S2ST_KEY_PREFIX": prefix,
+        "S2ST_LOG_LEVEL": "warning",
+        "S2ST_RETENTION_S": "0",
+    }
+    env.pop("S2ST_WORKER_ID", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "worker", "--name", f"hop{hop}",
+         "--input", FAMILIES[hop - 1], "--output", FAMILIES[hop]],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _pcts(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+    arr = np.asarray(values) * 1000.0
+    return {k: round(float(np.percentile(arr, q)), 3) for k, q in
+            (("p50", 50), ("p95", 95), ("p99", 99))}
+
+
+async def _wait_len(r: Any, keys: list[str], total: int, limit_s: float) -> bool:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        n = 0
+        for key in keys:
+            n += await r.xlen(key)
+        if n >= total:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def _stage_rate(r: Any, keys: list[str]) -> float:
+    """Events per second of one stage from the first and last ids of its outputs."""
+    first, last, n = None, None, 0
+    for key in keys:
+        head = await r.xrange(key, count=1)
+        tail = await r.xrevrange(key, count=1)
+        if not head:
+            continue
+        n += await r.xlen(key)
+        h = int(head[0][0].split(b"-")[0])
+        t = int(tail[0][0].split(b"-")[0])
+        first = h if first is None else min(first, h)
+        last = t if last is None else max(last, t)
+    if first is None or last is None or last <= first:
+        return float("nan")
+    return n / ((last - first) / 1000.0)
+
+
+async def _one(settings: BusSettings, n_sessions: int, events: int, rate: float,
+               duration: float) -> dict[str, Any]:
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    s = settings.model_copy(update={"key_prefix": prefix})
+    r = await connect(s)
+    reg = Registry(r, s.keys, cluster=s.redis_cluster)
+    parts = [Partition(f"bench{i % 10}", f"s{i}") for i in range(n_sessions)]
+    for p in parts:
+        await reg.register_session(p.room, p.session, "en")
+    procs = [_spawn(settings, prefix, hop) for hop in (1, 2, 3)]
+
+    async def keep_alive() -> None:  # as capture agents do, or the janitor ends the sessions
+        while True:
+            for p in parts:
+                await reg.heartbeat(p.room, p.session)
+            await asyncio.sleep(2)
+
+    heartbeats = asyncio.create_task(keep_alive())
+    try:
+        # wait until the last stage owns every session
+        async def owned() -> bool:
+            for p in parts:
+                for hop in (1, 2, 3):
+                    if not await r.exists(s.keys.lease(f"hop{hop}", FAMILIES[hop - 1], p)):
+                        return False
+            return True
+
+        deadline = time.monotonic() + 60
+        while not await owned():
+            if time.monotonic() > deadline:
+                raise RuntimeError("bench workers did not take the sessions")
+            await asyncio.sleep(0.1)
+
+        # -- throughput ---------------------------------------------------------
+        t0 = time.perf_counter()
+        per = max(1, events // n_sessions)
+        total = per * n_sessions
+        batch = 500
+        seq = 0
+        while seq < per:
+            pipe = r.pipeline(transaction=False)
+            for k in range(seq, min(per, seq + batch // max(1, n_sessions) + 1)):
+                for p in parts:
+                    pipe.xadd(s.keys.stream("audio", p), make_chunk(p.room, p.session, k).to_fields())
+            seq = min(per, seq + batch // max(1, n_sessions) + 1)
+            await pipe.execute()
+        produce_s = time.perf_counter() - t0
+        out_keys = {f: [s.keys.stream(f, p) for p in parts] for f in FAMILIES[1:]}
+        if not await _wait_len(r, out_keys["b3"], total, limit_s=300):
+            raise RuntimeError("throughput run did not finish")
+        rates = [await _stage_rate(r, out_keys[f]) for f in FAMILIES[1:]]
+
+        # -- latency at an offered rate -------------------------------------------
+        hops: list[list[float]] = [[], [], []]
+        e2e: list[float] = []
+        sent = 0
+        if rate > 0:
+            start_seq = per
+            tick = 0.01
+            per_tick = rate * tick
+            owed = 0.0
+            t_start = time.perf_counter()
+            next_t = t_start
+            i = 0
+            while time.perf_counter() - t_start < duration:
+                owed += per_tick
+                k = int(owed)
+                owed -= k
+                pipe = r.pipeline(transaction=False)
+                now = time.time()
+                for _ in range(k):
+                    p = parts[i % n_sessions]
+                    sq = start_seq + i // n_sessions
+                    pipe.xadd(s.keys.stream("audio", p),
+                              make_chunk(p.room, p.session, sq, capture_start=now).to_fields())
+                    i += 1
+                if k:
+                    await pipe.execute()
+                sent += k
+                next_t += tick
+                await asyncio.sleep(max(0.0, next_t - time.perf_counter()))
+            if not await _wait_len(r, out_keys["b3"], total + sent, limit_s=120):
+                raise RuntimeError("latency run did not finish")
+            for key in out_keys["b3"]:
+                for _id, fields in await r.xrange(key):
+                    ev = decode_event(fields)
+                    if ev.seq < start_seq or len(ev.trace) != 3:
+                        continue
+                    tr = ev.trace
+                    hops[0].append(tr[0].t_in - ev.capture_start)
+                    hops[1].append(tr[1].t_in - tr[0].t_out)
+                    hops[2].append(tr[2].t_in - tr[1].t_out)
+                    e2e.append(tr[2].t_out - ev.capture_start)
+        all_hops = hops[0] + hops[1] + hops[2]
+        return {
+            "sessions": n_sessions,
+            "events": total,
+            "produce_s": round(produce_s, 3),
+            "events_per_s": round(float(np.nanmin(rates)), 1),
+            "events_per_s_by_stage": [round(x, 1) for x in rates],
+            "offered_events_per_s": rate,
+            "latency_events": len(e2e),
+            "hop_latency_ms": _pcts(all_hops),
+            "hop_latency_ms_by_hop": [_pcts(h) for h in hops],
+            "end_to_end_ms": _pcts(e2e),
+        }
+    finally:
+        heartbeats.cancel()
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        await delete_prefix(r, prefix)
+        await r.aclose()
+
+
+async def run_bench(settings: BusSettings, *, sessions: list[int], events: int, rate: float,
+                    duration: float, json_path: str | None) -> dict[str, Any]:
+    runs = []
+    for n in sessions:
+        res = await _one(settings, n, events, rate, duration)
+        runs.append(res)
+        h = res["hop_latency_ms"]
+        print(f"N={n:4d}  {res['events_per_s']:9.0f} events/s per worker process "
+              f"(stages {res['events_per_s_by_stage']})  hop p50/p95/p99 "
+              f"{h['p50']:.2f}/{h['p95']:.2f}/{h['p99']:.2f} ms at {rate:.0f} events/s offered")
+    report = {
+        "bench": "bus",
+        "redis_url": settings.redis_url.split("@")[-1],
+        "cpu_count": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "s2st bench bus " + " ".join(sys.argv[3:]),
+        "runs": runs,
+    }
+    if json_path:
+        _write_json(Path(json_path), report)
+        print(f"wrote {json_path}")
+    return report
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))

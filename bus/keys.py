@@ -1,0 +1,123 @@
+"""The Redis key layout.
+
+Every key of a room carries the room id as a Redis Cluster hash tag
+(``s2st:{room}:...``), so all of a room's streams, leases and progress records
+live in one hash slot: a stage can write its outputs and acknowledge its input
+in one atomic script even on a cluster, and rooms spread over the shards.
+Only the few global keys (room set, announcements, worker registry) sit
+outside a room's slot.  docs/architecture.md lists every key with its writer,
+readers and retention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bus.ids import check_id, check_lang, check_name
+
+
+@dataclass(frozen=True, order=True)
+class Partition:
+    """The unit of ownership: one session's stream of one family (and language)."""
+
+    room: str
+    session: str
+    lang: str | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self.room, "room id")
+        check_id(self.session, "session id")
+        if self.lang is not None:
+            check_lang(self.lang)
+
+    @property
+    def suffix(self) -> str:
+        return self.session if self.lang is None else f"{self.session}:{self.lang}"
+
+    def __str__(self) -> str:
+        return f"{self.room}/{self.suffix}"
+
+
+class Keys:
+    """Builds every key name from a prefix (default ``s2st``)."""
+
+    def __init__(self, prefix: str = "s2st") -> None:
+        if not prefix or any(c in prefix for c in "{}: \t\n"):
+            raise ValueError(f"invalid key prefix {prefix!r}")
+        self.prefix = prefix
+
+    # -- global keys -------------------------------------------------------
+    @property
+    def rooms(self) -> str:
+        return f"{self.prefix}:rooms"
+
+    @property
+    def announce(self) -> str:
+        return f"{self.prefix}:announce"
+
+    def workers(self, stage: str) -> str:
+        return f"{self.prefix}:workers:{check_name(stage, 'stage')}"
+
+    # -- per-room keys (all in the room's hash slot) -------------------------
+    def room(self, room: str) -> str:
+        return f"{self.prefix}:{{{check_id(room, 'room id')}}}"
+
+    def room_meta(self, room: str) -> str:
+        return f"{self.room(room)}:meta"
+
+    def targets(self, room: str) -> str:
+        return f"{self.room(room)}:targets"
+
+    def sessions(self, room: str) -> str:
+        return f"{self.room(room)}:sessions"
+
+    def status(self, room: str) -> str:
+        return f"{self.room(room)}:status"
+
+    def alive(self, room: str) -> str:
+        return f"{self.room(room)}:alive"
+
+    def progress(self, room: str) -> str:
+        return f"{self.room(room)}:progress"
+
+    def deadletter(self, room: str) -> str:
+        return f"{self.room(room)}:deadletter"
+
+    def stream(self, family: str, part: Partition) -> str:
+        """A per-session stream, e.g. ``s2st:{r1}:audio:s1`` or ``s2st:{r1}:translation:s1:es``."""
+        return f"{self.room(part.room)}:{check_name(family, 'stream family')}:{part.suffix}"
+
+    def room_stream(self, family: str, room: str, lang: str) -> str:
+        """A room-wide stream of one language, e.g. ``s2st:{r1}:speech:es``."""
+        return f"{self.room(room)}:{check_name(family, 'stream family')}:{check_lang(lang)}"
+
+    def lease(self, stage: str, family: str, part: Partition) -> str:
+        return f"{self.room(part.room)}:lease:{check_name(stage, 'stage')}:{family}:{part.suffix}"
+
+    def room_of(self, key: str) -> str:
+        """The room id inside a room key's hash tag."""
+        start = key.find("{")
+        end = key.find("}", start + 1)
+        if not key.startswith(self.prefix + ":{") or start < 0 or end < 0:
+            raise ValueError(f"not a room key: {key!r}")
+        return key[start + 1 : end]
+
+    def local_part(self, key: str) -> str:
+        """What follows the room's hash tag in a room key (``audio:s1``)."""
+        return key.split("}:", 1)[1]
+
+    # -- fields of a room's progress hash -------------------------------------------------
+    @staticmethod
+    def watermark_field(stage: str, family: str, part: Partition) -> str:
+        """Id of the last input entry of ``part`` whose outputs ``stage`` wrote."""
+        return f"wm|{stage}|{family}:{part.suffix}"
+
+    @staticmethod
+    def finished_field(stage: str, family: str, part: Partition) -> str:
+        """Set once ``stage`` handled the end marker of ``part``."""
+        return f"fin|{stage}|{family}:{part.suffix}"
+
+    def output_field(self, stage: str, out_key: str, session: str) -> str:
+        """``seq:part`` of the last deduplicated output ``stage`` wrote for ``session``."""
+        return f"out|{stage}|{self.local_part(out_key)}|{session}"
+

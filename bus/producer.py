@@ -1,0 +1,46 @@
+"""Writing events from outside a stage (capture agents, replays, tests).
+
+Applies the same retention as the runtime: each XADD trims the stream to the
+configured window (MINID ~ now - retention) or length (MAXLEN ~).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bus.events import Record
+from bus.settings import BusSettings
+
+
+class Publisher:
+    def __init__(self, client: Any, settings: BusSettings) -> None:
+        self.r = client
+        self.settings = settings
+
+    def _trim(self) -> dict[str, Any]:
+        if self.settings.retention_s > 0:
+            return {"minid": int((time.time() - self.settings.retention_s) * 1000),
+                    "approximate": True}
+        if self.settings.maxlen > 0:
+            return {"maxlen": self.settings.maxlen, "approximate": True}
+        return {}
+
+    async def publish(self, key: str, event: Record) -> str:
+        """Add one event; returns its entry id."""
+        if hasattr(event, "emitted"):
+            event.emitted = time.time()  # type: ignore[attr-defined]
+        entry_id = await self.r.xadd(key, event.to_fields(), **self._trim())
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def publish_many(self, key: str, events: list[Record]) -> list[str]:
+        """Add several events to one stream in one round trip, in order."""
+        trim = self._trim()
+        pipe = self.r.pipeline(transaction=False)
+        now = time.time()
+        for event in events:
+            if hasattr(event, "emitted"):
+                event.emitted = now  # type: ignore[attr-defined]
+            pipe.xadd(key, event.to_fields(), **trim)
+        ids = await pipe.execute()
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]

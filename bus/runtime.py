@@ -1,0 +1,775 @@
+"""The consumer runtime: a stage plugged into Redis Streams.
+
+One :class:`Worker` runs one stage.  Per-session order with horizontal scale:
+each input stream (a session, or a session and language) is owned by one
+worker at a time through an expiring lease; many streams spread over many
+workers, each taking about its fair share.  Inside a worker:
+
+* the *discovery* loop reads the registry (and wakes on announcements),
+  acquires leases on unowned streams up to the fair share, sheds extras, and
+  ends sessions whose capture agent went silent;
+* the *heartbeat* loop renews leases; a lease it cannot renew is dropped at
+  once (another worker may have it);
+* *fetch* loops read all owned streams with one XREADGROUP per hash slot and
+  queue entries per stream;
+* one task per owned stream hands its entries, in order, to the stage;
+* the *committer* gathers what the streams produced and writes it with one
+  script call per room: lease check (fencing), outputs (deduplicated by
+  session, stage, seq, part), input watermark and XACK, all atomic.
+
+On acquiring a stream the worker claims the pending entries left by the
+previous owner (XAUTOCLAIM) and handles them first.  An entry that keeps
+failing (``max_attempts``, counting deliveries to workers that died on it) or
+that does not decode goes to the room's dead-letter stream and is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from redis.exceptions import RedisError, ResponseError
+
+from bus.connection import AnyRedis, connect
+from bus.events import DeadLetter, MalformedEvent, Record, decode_event
+from bus.keys import Keys, Partition
+from bus.logs import get_logger
+from bus.metrics import LAG, PENDING, SESSIONS_EXPIRED, serve_metrics
+from bus.middleware import Middleware, default_middleware
+from bus.registry import Registry, SessionInfo, partitions_for
+from bus.scripts import Scripts
+from bus.settings import BusSettings
+from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
+
+log = get_logger("s2st.runtime")
+
+_WORKER_TTL_FACTOR = 3  # a worker is considered alive for this many lease TTLs after a heartbeat
+
+
+@dataclass
+class _Entry:
+    entry_id: str
+    fields: dict[Any, Any] | None
+    attempts: int = 0
+
+
+@dataclass
+class _CommitItem:
+    owned: _Owned
+    entry_id: str | None
+    emits: list[Emit]
+    dead: DeadLetter | None = None
+    finish: bool = False
+    done: asyncio.Future[bool] | None = None  # set when the caller waits for the commit
+
+    def waited(self) -> _CommitItem:
+        self.done = asyncio.get_running_loop().create_future()
+        return self
+
+
+class _Owned:
+    """A stream this worker holds the lease of."""
+
+    def __init__(self, part: Partition, key: str, lease_key: str, ctx: PartitionContext) -> None:
+        self.part = part
+        self.key = key
+        self.lease_key = lease_key
+        self.ctx = ctx
+        self.queue: deque[_Entry] = deque()
+        self.inflight = 0  # read from Redis, not yet committed
+        self.ready = False  # recovery done: the fetch loop may read new entries
+        self.closing: str | None = None  # why it is being given up
+        self.finished = False
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.slot = ""
+        self.last_read = "0-0"  # last entry id read from the stream (for the idle wait)
+
+
+class Worker:
+    """Runs ``stage`` until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        settings: BusSettings | None = None,
+        *,
+        client: AnyRedis | None = None,
+        middleware: list[Middleware] | None = None,
+    ) -> None:
+        self.stage = stage
+        self.settings = settings or BusSettings()
+        self.keys: Keys = self.settings.keys
+        self.worker_id = self.settings.worker_id
+        self.group = stage.name
+        self.middleware = default_middleware() if middleware is None else middleware
+        self._client = client
+        self._own_client = client is None
+        self.r: AnyRedis = client
+        self.owned: dict[Partition, _Owned] = {}
+        self._by_key: dict[str, _Owned] = {}
+        self._commit_q: asyncio.Queue[_CommitItem] = asyncio.Queue()
+        self._stop = asyncio.Event()
+        self._discover_now = asyncio.Event()
+        self._fetch_wake = asyncio.Event()
+        self._capacity = asyncio.Event()  # commits freed in-flight room
+        self._fetchers: dict[str, asyncio.Task[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sessions: dict[tuple[str, str], SessionInfo] = {}
+        self._targets: dict[str, list[str]] = {}
+        self._finished_cache: set[Partition] = set()
+        self.metrics_port: int | None = None
+        self._redis_trouble = 0.0  # last time Redis could not be reached
+        self.started = asyncio.Event()
+
+    # -- public ----------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, handle_signals: bool = False) -> None:
+        if self.r is None:
+            self.r = await connect(self.settings)
+        self.scripts = Scripts(self.r)
+        self.registry = Registry(self.r, self.keys, cluster=self.settings.redis_cluster)
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        if self.settings.metrics_port is not None:
+            self.metrics_port = serve_metrics(self.settings.metrics_port)
+        try:
+            await self.stage.setup()
+        except BaseException:
+            if self._own_client:
+                with contextlib.suppress(Exception):
+                    await self.r.aclose()
+            raise
+        log.info("worker started", stage=self.group, worker=self.worker_id,
+                 metrics_port=self.metrics_port)
+        self._tasks = [
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._discovery_loop(), name="discovery"),
+            asyncio.create_task(self._announce_loop(), name="announce"),
+            asyncio.create_task(self._committer(), name="committer"),
+            asyncio.create_task(self._fetch_supervisor(), name="fetch"),
+            asyncio.create_task(self._lag_loop(), name="lag"),
+        ]
+        self.started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown()
+
+    # -- shutdown --------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        log.info("worker stopping: draining", stage=self.group, worker=self.worker_id,
+                 streams=len(self.owned))
+        # no new streams from here on
+        intake = [t for t in self._tasks if t.get_name() in ("discovery", "announce")]
+        for task in intake:
+            task.cancel()
+        await asyncio.wait(intake, timeout=5)
+        for owned in list(self.owned.values()):
+            owned.closing = owned.closing or "stopped"
+            owned.wake.set()
+        tasks = [o.task for o in self.owned.values() if o.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settings.handler_timeout_s)
+        # let the committer write what is queued, then stop the loops
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._commit_drained(), timeout=10)
+        loops = [*self._tasks, *self._fetchers.values()]
+        for task in loops:
+            task.cancel()
+        _done, stuck = await asyncio.wait(loops, timeout=5)
+        if stuck:
+            log.warning("loops did not stop", loops=sorted(t.get_name() for t in stuck))
+        for owned in list(self.owned.values()):
+            await self._release(owned, owned.closing or "stopped")
+        with contextlib.suppress(RedisError, OSError):
+            await self.r.zrem(self.keys.workers(self.group), self.worker_id)
+        await self.stage.teardown()
+        if self._own_client:
+            with contextlib.suppress(Exception):
+                await self.r.aclose()
+        log.info("worker stopped", stage=self.group, worker=self.worker_id)
+
+    async def _commit_drained(self) -> None:
+        while not self._commit_q.empty() or any(o.inflight for o in self.owned.values()):
+            await asyncio.sleep(0.01)
+
+    # -- leases and membership ----------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        period = self.settings.heartbeat_ms / 1000
+        ttl = self.settings.lease_ttl_ms
+        while True:
+            try:
+                await self.r.zadd(self.keys.workers(self.group), {self.worker_id: time.time()})
+                by_slot: dict[str, list[_Owned]] = {}
+                for owned in self.owned.values():
+                    by_slot.setdefault(owned.part.room, []).append(owned)
+                for group in by_slot.values():
+                    ok = await self.scripts.renew(keys=[o.lease_key for o in group],
+                                                  args=[self.worker_id, ttl])
+                    for owned, kept in zip(group, ok, strict=True):
+                        if not int(kept):
+                            self._lose(owned)
+            except (RedisError, OSError) as exc:
+                self._redis_trouble = time.time()
+                log.warning("heartbeat failed", error=str(exc))
+            await asyncio.sleep(period)
+
+    def _lose(self, owned: _Owned) -> None:
+        """Our lease is gone: stop at once, keep nothing, write nothing more."""
+        if owned.closing == "lost":
+            return
+        owned.closing = "lost"
+        owned.queue.clear()
+        owned.wake.set()
+
+    async def _live_workers(self) -> int:
+        cutoff = time.time() - _WORKER_TTL_FACTOR * self.settings.lease_ttl_ms / 1000
+        key = self.keys.workers(self.group)
+        await self.r.zremrangebyscore(key, "-inf", cutoff)
+        return max(1, int(await self.r.zcard(key)))
+
+    # -- discovery -------------------------------------------------------------------
+    async def _announce_loop(self) -> None:
+        """Wake discovery as soon as a session or target language is announced."""
+        last = "$"
+        while True:
+            try:
+                reply = await self.r.xread({self.keys.announce: last}, block=1000, count=100)
+                if reply:
+                    last = _s(reply[0][1][-1][0])
+                    self._discover_now.set()
+            except (RedisError, OSError) as exc:
+                log.debug("announce read failed", error=str(exc))
+                await asyncio.sleep(1)
+
+    async def _discovery_loop(self) -> None:
+        period = self.settings.discovery_ms / 1000
+        while True:
+            try:
+                await self._discover()
+            except (RedisError, OSError) as exc:
+                self._redis_trouble = time.time()
+                log.warning("discovery failed", error=str(exc))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._discover_now.wait(), timeout=period)
+            self._discover_now.clear()
+
+    async def _discover(self) -> None:
+        now = time.time()
+        wanted: list[tuple[Partition, SessionInfo]] = []
+        for room in await self.registry.rooms():
+            targets = await self.registry.room_targets(room, now)
+            self._targets[room] = targets
+            for owned in self.owned.values():
+                if owned.part.room == room:
+                    owned.ctx.targets = targets  # a listener joined or left
+            for info in await self.registry.sessions(room):
+                self._sessions[(room, info.session)] = info
+                for owned in self.owned.values():
+                    if owned.part.room == room and owned.part.session == info.session:
+                        owned.ctx.session = info
+                if (info.active and now - info.last_seen > self.settings.session_timeout_s
+                        and now - self._redis_trouble > self.settings.session_timeout_s):
+                    # (not right after an outage: the capture agents need time to catch up)
+                    audio = self.keys.stream("audio", Partition(room, info.session))
+                    if await self.registry.expire_stale(info, self.settings.session_timeout_s,
+                                                        audio, now):
+                        SESSIONS_EXPIRED.labels(self.group).inc()
+                        log.warning("session ended: no heartbeat", room=room,
+                                    session=info.session)
+                for part in partitions_for(info, targets, self.stage.per_lang):
+                    if part not in self._finished_cache:
+                        wanted.append((part, info))
+        # drop the ones finished (end of stream handled by someone)
+        if wanted:
+            pipe = self.r.pipeline(transaction=False)
+            for part, _ in wanted:
+                pipe.hexists(self.keys.progress(part.room), self._fin_field(part))
+            finished = await pipe.execute()
+            for (part, _), fin in zip(wanted, finished, strict=True):
+                if fin:
+                    self._finished_cache.add(part)
+            wanted = [(p, i) for (p, i), fin in zip(wanted, finished, strict=True) if not fin]
+        share = math.ceil(len(wanted) / await self._live_workers()) if wanted else 0
+        mine = [o for o in self.owned.values() if not o.closing]
+        # shed extras (the most recently acquired first) so others can take them
+        excess = len(mine) - share
+        for owned in reversed(mine):
+            if excess <= 0:
+                break
+            owned.closing = "shed"
+            owned.wake.set()
+            excess -= 1
+        # acquire unowned ones up to the share
+        capacity = share - len([o for o in self.owned.values() if not o.closing])
+        candidates = [(p, i) for p, i in wanted if p not in self.owned]
+        random.shuffle(candidates)
+        for part, info in candidates:
+            if capacity <= 0:
+                break
+            if await self._try_acquire(part, info):
+                capacity -= 1
+
+    async def _try_acquire(self, part: Partition, info: SessionInfo) -> bool:
+        if self._stop.is_set():
+            return False
+        lease_key = self.keys.lease(self.group, self.stage.input_family, part)
+        if part in self._finished_cache:
+            return False
+        got = await self.r.set(lease_key, self.worker_id, nx=True, px=self.settings.lease_ttl_ms)
+        if not got:
+            return False
+        # it may have finished since this discovery round looked (here or elsewhere)
+        if part in self._finished_cache or await self.r.hexists(
+                self.keys.progress(part.room), self._fin_field(part)):
+            self._finished_cache.add(part)
+            await self.scripts.release(keys=[lease_key], args=[self.worker_id])
+            return False
+        key = self.keys.stream(self.stage.input_family, part)
+        if not info.active and not await self.r.exists(key):
+            # ended before anything was written for it: nothing to do, ever
+            await self.r.hset(self.keys.progress(part.room), self._fin_field(part), "1")
+            await self.scripts.release(keys=[lease_key], args=[self.worker_id])
+            self._finished_cache.add(part)
+            return False
+        ctx = PartitionContext(
+            stage=self.group, worker_id=self.worker_id, family=self.stage.input_family,
+            partition=part, keys=self.keys, client=self.r, session=info,
+            targets=self._targets.get(part.room, []),
+        )
+        owned = _Owned(part, key, lease_key, ctx)
+        ctx._publish = lambda emits: self._publish_now(owned, emits)
+        owned.slot = part.room if self.settings.redis_cluster else "*"
+        self.owned[part] = owned
+        self._by_key[key] = owned
+        for mw in self.middleware:
+            mw.on_acquire(self.group, part)
+        owned.task = asyncio.create_task(self._run_partition(owned), name=f"stream {part}")
+        return True
+
+    async def _release(self, owned: _Owned, reason: str) -> None:
+        if self.owned.get(owned.part) is not owned:
+            return
+        del self.owned[owned.part]
+        self._by_key.pop(owned.key, None)
+        with contextlib.suppress(Exception):
+            await self.stage.on_release(owned.ctx)
+        if reason != "lost":
+            with contextlib.suppress(RedisError, OSError):
+                await self.scripts.release(keys=[owned.lease_key], args=[self.worker_id])
+        if owned.finished:
+            self._finished_cache.add(owned.part)
+        for mw in self.middleware:
+            mw.on_release(self.group, owned.part, reason)
+
+    # -- one owned stream ---------------------------------------------------------
+    async def _run_partition(self, owned: _Owned) -> None:
+        try:
+            await self._recover(owned)
+            owned.ready = True
+            self._fetch_wake.set()
+            self._capacity.set()
+            tick = self.stage.tick_interval_s
+            while True:
+                if owned.closing == "lost":
+                    break
+                if not owned.queue:
+                    if owned.closing or owned.finished:
+                        break
+                    owned.wake.clear()
+                    try:
+                        await asyncio.wait_for(owned.wake.wait(), timeout=tick)
+                    except TimeoutError:
+                        await self._tick(owned)
+                    continue
+                entry = owned.queue.popleft()
+                owned.ctx.more_pending = bool(owned.queue)
+                await self._handle_entry(owned, entry)
+                if self._commit_q.qsize() == 1:
+                    # the committer is idle: let it start writing this one now (group commit:
+                    # what we handle meanwhile goes into its next round trip)
+                    await asyncio.sleep(0)
+            # wait until what we produced is written before giving the lease back
+            while owned.inflight > 0 and owned.closing != "lost":
+                await asyncio.sleep(0.005)
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError) as exc:
+            log.warning("stream task lost Redis; giving the stream up", part=str(owned.part),
+                        error=str(exc))
+            owned.closing = "lost"
+        except Exception:
+            log.exception("stream task crashed; giving the stream up", part=str(owned.part))
+            owned.closing = "error"
+        await self._release(owned, "finished" if owned.finished else (owned.closing or "done"))
+
+    async def _recover(self, owned: _Owned) -> None:
+        """Create the group if needed, rebuild stage state, take over pending entries."""
+        try:
+            await self.r.xgroup_create(owned.key, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        await self.stage.on_acquire(owned.ctx)
+        _claimed, deleted = await self.scripts.claim(keys=[owned.key],
+                                                     args=[self.group, self.worker_id])
+        for _ in range(int(deleted)):  # Redis 7 drops trimmed pending entries while claiming
+            for mw in self.middleware:
+                mw.on_trimmed(self.group, owned.part, "?")
+        for g in await self.r.xinfo_groups(owned.key):
+            if _s(g["name"]) == self.group:
+                owned.last_read = _s(g["last-delivered-id"])
+        start = "-"
+        while True:
+            pending = await self.r.xpending_range(owned.key, self.group, min=start, max="+",
+                                                  count=1000, consumername=self.worker_id)
+            if not pending:
+                break
+            counts = {_s(p["message_id"]): int(p["times_delivered"]) for p in pending}
+            first = _s(pending[0]["message_id"])
+            reply = await self.r.xreadgroup(self.group, self.worker_id,
+                                            {owned.key: _before(first)}, count=len(pending))
+            entries = reply[0][1] if reply else []
+            for entry_id, fields in entries:
+                eid = _s(entry_id)
+                if eid not in counts:
+                    continue
+                owned.queue.append(_Entry(eid, fields or None, attempts=counts[eid]))
+                owned.inflight += 1
+            last = _s(pending[-1]["message_id"])
+            start = "(" + last
+            if len(pending) < 1000:
+                break
+
+    async def _tick(self, owned: _Owned) -> None:
+        if owned.closing:
+            return
+        try:
+            emits = await self.stage.on_tick(owned.ctx, time.time())
+        except Exception as exc:
+            log.warning("tick failed", part=str(owned.part), error=f"{type(exc).__name__}: {exc}")
+            return
+        if emits:
+            owned.inflight += 1
+            await self._commit_q.put(_CommitItem(owned, None, emits))
+
+    async def _publish_now(self, owned: _Owned, emits: list[Emit]) -> bool:
+        if owned.closing == "lost":
+            return False
+        owned.inflight += 1
+        item = _CommitItem(owned, None, list(emits)).waited()
+        await self._commit_q.put(item)
+        assert item.done is not None
+        return await item.done
+
+    async def _handle_entry(self, owned: _Owned, entry: _Entry) -> None:
+        part = owned.part
+        if not entry.fields:
+            # trimmed or deleted while pending: nothing to handle, acknowledge it
+            for mw in self.middleware:
+                mw.on_trimmed(self.group, part, entry.entry_id)
+            await self._commit_q.put(_CommitItem(owned, entry.entry_id, []))
+            return
+        try:
+            event = decode_event(entry.fields)
+            if event.room != part.room or event.session != part.session:
+                raise MalformedEvent(
+                    f"entry belongs to {event.room}/{event.session}, not to stream {part}")
+        except (MalformedEvent, ValueError) as exc:
+            await self._dead_letter(owned, entry, f"malformed: {exc}", "malformed")
+            return
+        if entry.attempts >= self.settings.max_attempts:
+            await self._dead_letter(
+                owned, entry, f"delivered {entry.attempts} times without completing "
+                "(a worker died on it each time)", "attempts")
+            return
+        delivery = Delivery(entry.entry_id, owned.key, event, attempts=entry.attempts)
+        attempts = entry.attempts
+        while True:
+            for mw in self.middleware:
+                mw.before_handle(self.group, part, delivery)
+            t0 = time.perf_counter()
+            try:
+                async with asyncio.timeout(self.settings.handler_timeout_s):
+                    emits = await self.stage.handle(owned.ctx, delivery)
+            except asyncio.CancelledError:
+                raise
+            except Reject as exc:
+                for mw in self.middleware:
+                    mw.on_failure(self.group, part, delivery, exc, attempts + 1)
+                await self._dead_letter(owned, entry, f"rejected: {exc}", "rejected",
+                                        attempts + 1)
+                return
+            except Exception as exc:
+                attempts += 1
+                for mw in self.middleware:
+                    mw.on_failure(self.group, part, delivery, exc, attempts)
+                if attempts >= self.settings.max_attempts or owned.closing:
+                    if owned.closing:
+                        owned.inflight -= 1  # left pending for the next owner
+                        return
+                    await self._dead_letter(owned, entry, f"{type(exc).__name__}: {exc}",
+                                            "failed", attempts)
+                    return
+                delivery.attempts = attempts
+                await asyncio.sleep(self.settings.retry_backoff_ms / 1000 * attempts)
+                continue
+            seconds = time.perf_counter() - t0
+            for mw in self.middleware:
+                mw.after_handle(self.group, part, delivery, emits, seconds)
+            item = _CommitItem(owned, entry.entry_id, list(emits or []), finish=delivery.is_end)
+            if delivery.is_end:
+                item.waited()
+            await self._commit_q.put(item)
+            if item.done is not None:
+                if await item.done:
+                    owned.finished = True
+                    owned.queue.clear()
+            return
+
+    async def _dead_letter(self, owned: _Owned, entry: _Entry, error: str, reason: str,
+                           attempts: int | None = None) -> None:
+        raw = {(_s(k)): (v if isinstance(v, bytes) else str(v).encode())
+               for k, v in (entry.fields or {}).items()}
+        dead = DeadLetter(
+            stage=self.group, worker=self.worker_id, stream=owned.key, entry_id=entry.entry_id,
+            error=error[:2000], attempts=entry.attempts if attempts is None else attempts,
+            failed_at=time.time(), session=owned.part.session, original=raw,
+        )
+        for mw in self.middleware:
+            mw.on_dead_letter(self.group, owned.part, entry.entry_id, error, reason)
+        await self._commit_q.put(_CommitItem(owned, entry.entry_id, [], dead=dead))
+
+    # -- fetching -----------------------------------------------------------------
+    async def _fetch_supervisor(self) -> None:
+        """Keep one fetch loop per hash slot group (one in total without a cluster)."""
+        while True:
+            slots = {o.slot for o in self.owned.values()}
+            for slot in slots:
+                task = self._fetchers.get(slot)
+                if task is None or task.done():
+                    self._fetchers[slot] = asyncio.create_task(self._fetch_loop(slot),
+                                                               name=f"fetch {slot}")
+            self._fetch_wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._fetch_wake.wait(), timeout=0.2)
+
+    async def _fetch_loop(self, slot: str) -> None:
+        """Fenced reads of new entries; when there are none, wait on a plain XREAD."""
+        block = self.settings.block_ms
+        limit = self.settings.max_inflight
+        backoff = 0.05
+        idle_rounds = 0
+        while True:
+            readable = [
+                o for o in self.owned.values()
+                if o.slot == slot and o.ready and not o.closing and not o.finished
+                and o.inflight < limit
+            ]
+            if not readable:
+                idle_rounds += 1
+                if idle_rounds > 50 and not any(o.slot == slot for o in self.owned.values()):
+                    return  # nothing of this slot left; the supervisor restarts us if needed
+                # wait for commits to free in-flight room (or a stream to become ready)
+                self._capacity.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._capacity.wait(), timeout=block / 1000)
+                continue
+            idle_rounds = 0
+            keys: list[str] = []
+            for o in readable:
+                keys += [o.lease_key, o.key]
+            try:
+                reply = await self.scripts.fetch(
+                    keys=keys, args=[self.group, self.worker_id, self.settings.batch_count])
+                got = self._enqueue(reply)
+                if not got:
+                    await self.r.xread({o.key: o.last_read for o in readable}, count=1,
+                                       block=block)
+                backoff = 0.05
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # a stream or its group was deleted under us: give those streams up
+                for o in readable:
+                    self._lose(o)
+            except (RedisError, OSError) as exc:
+                log.warning("fetch failed; retrying", error=str(exc), backoff=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(2.0, backoff * 2)
+
+    def _enqueue(self, reply: list[Any]) -> bool:
+        got = False
+        for raw_key, entries in reply or []:
+            owned = self._by_key.get(_s(raw_key))
+            if owned is None:
+                continue
+            if entries == b"LOST" or entries == "LOST":
+                self._lose(owned)
+                continue
+            for entry_id, flat in entries:
+                fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
+                eid = _s(entry_id)
+                owned.queue.append(_Entry(eid, fields))
+                owned.inflight += 1
+                owned.last_read = eid
+                got = True
+            owned.wake.set()
+        return got
+
+    # -- committing ------------------------------------------------------------------
+    async def _committer(self) -> None:
+        while True:
+            first = await self._commit_q.get()
+            batch = [first]
+            while not self._commit_q.empty() and len(batch) < 2000:
+                batch.append(self._commit_q.get_nowait())
+            delay = 0.05
+            while True:
+                try:
+                    await self._commit(batch)
+                    break
+                except ResponseError as exc:
+                    # not a connection problem: retrying the same batch would fail again.
+                    # Give the streams up; their entries stay pending, are claimed again and,
+                    # if they keep failing, dead-lettered by their delivery count.
+                    log.error("commit rejected by Redis; giving the streams up",
+                              error=str(exc), items=len(batch))
+                    for item in batch:
+                        item.owned.inflight -= 1
+                        self._lose(item.owned)
+                        if item.done is not None and not item.done.done():
+                            item.done.set_result(False)
+                    break
+                except (RedisError, OSError) as exc:
+                    log.warning("commit failed; retrying", error=str(exc), items=len(batch))
+                    await asyncio.sleep(delay)
+                    delay = min(2.0, delay * 2)
+
+    async def _commit(self, batch: list[_CommitItem]) -> None:
+        by_room: dict[str, list[_CommitItem]] = {}
+        for item in batch:
+            by_room.setdefault(item.owned.part.room, []).append(item)
+        t0 = time.perf_counter()
+        calls = [self._commit_call(room, items) for room, items in by_room.items()]
+        if self.settings.redis_cluster:
+            # one script call per room, each routed to the room's shard, concurrently
+            results = await asyncio.gather(
+                *(self.scripts.commit(keys=keys, args=args) for keys, args in calls))
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            for keys, args in calls:
+                await self.scripts.commit(keys=keys, args=args, client=pipe)
+            results = await pipe.execute()
+        seconds = time.perf_counter() - t0
+        for (_room, items), result in zip(by_room.items(), results, strict=True):
+            written, dups, acked = int(result[0]), int(result[1]), int(result[2])
+            fenced = {_s(tag) for tag in result[3:]}
+            for mw in self.middleware:
+                mw.after_commit(self.group, written, dups, acked, seconds)
+            for item in items:
+                item.owned.inflight -= 1
+                ok = item.owned.part.suffix not in fenced
+                if not ok:
+                    self._lose(item.owned)
+                if item.done is not None and not item.done.done():
+                    item.done.set_result(ok)
+        self._capacity.set()
+
+    def _commit_call(self, room: str, items: list[_CommitItem]) -> tuple[list[str], list[Any]]:
+        keys: list[str] = []
+        index: dict[str, int] = {}
+
+        def k(name: str) -> int:
+            if name not in index:
+                keys.append(name)
+                index[name] = len(keys)
+            return index[name]
+
+        progress = k(self.keys.progress(room))
+        trim_mode, trim_value = "none", "0"
+        if self.settings.retention_s > 0:
+            trim_mode = "minid"
+            trim_value = str(int((time.time() - self.settings.retention_s) * 1000))
+        elif self.settings.maxlen > 0:
+            trim_mode, trim_value = "maxlen", str(self.settings.maxlen)
+        ops: list[list[Any]] = []
+        now = time.time()
+        current: _Owned | None = None
+        for item in items:
+            owned = item.owned
+            if owned is not current:
+                ops.append(["L", k(owned.lease_key), owned.part.suffix])
+                current = owned
+            if item.entry_id is not None:
+                ops.append(["A", k(owned.key), item.entry_id, self._wm_field(owned.part)])
+            for emit in item.emits:
+                emit.event.emitted = now
+                dedup = ""
+                if emit.dedup:
+                    dedup = self.keys.output_field(self.group, emit.key, emit.event.session)
+                seq, part = emit.event.order
+                ops.append(["E", k(emit.key), dedup, seq, part, _flat(emit.event)])
+            if item.dead is not None:
+                ops.append(["E", k(self.keys.deadletter(room)), "", 0, 0, _flat(item.dead)])
+            if item.finish:
+                ops.append(["F", self._fin_field(owned.part)])
+        args = [self.group, self.worker_id, trim_mode, trim_value, progress,
+                msgpack.packb(ops, use_bin_type=False)]  # Lua cmsgpack reads no bin type
+        return keys, args
+
+    def _wm_field(self, part: Partition) -> str:
+        return self.keys.watermark_field(self.group, self.stage.input_family, part)
+
+    def _fin_field(self, part: Partition) -> str:
+        return self.keys.finished_field(self.group, self.stage.input_family, part)
+
+    # -- lag --------------------------------------------------------------------------
+    async def _lag_loop(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            lag = pending = 0
+            for owned in list(self.owned.values()):
+                try:
+                    for g in await self.r.xinfo_groups(owned.key):
+                        if _s(g.get("name", b"")) == self.group:
+                            lag += int(g.get("lag") or 0)
+                            pending += int(g.get("pending") or 0)
+                except (RedisError, OSError):
+                    continue
+            LAG.labels(self.group).set(lag)
+            PENDING.labels(self.group).set(pending)
+
+
+def _flat(record: Record) -> list[Any]:
+    """A record's stream fields as one flat [name, value, ...] list."""
+    out: list[Any] = []
+    for name, value in record.to_fields().items():
+        out.append(name)
+        out.append(value)
+    return out
+
+
+def _before(entry_id: str) -> str:
+    """The id just before ``entry_id`` (XREADGROUP returns entries after the given id)."""
+    ms, seq = entry_id.split("-")
+    if int(seq) > 0:
+        return f"{ms}-{int(seq) - 1}"
+    return f"{int(ms) - 1}-18446744073709551615" if int(ms) > 0 else "0-0"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

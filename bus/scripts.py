@@ -1,0 +1,22 @@
+"""The Lua scripts of the bus, loaded from bus/lua/ and registered on a client."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+
+def _source(name: str) -> str:
+    return resources.files("bus").joinpath("lua").joinpath(name).read_text()
+
+
+class Scripts:
+    """Registered scripts (EVALSHA with automatic reload on NOSCRIPT)."""
+
+    def __init__(self, client: Any) -> None:
+        self.commit = client.register_script(_source("commit.lua"))
+        self.renew = client.register_script(_source("renew.lua"))
+        self.release = client.register_script(_source("release.lua"))
+        self.expire_session = client.register_script(_source("expire_session.lua"))
+        self.claim = client.register_script(_source("claim.lua"))
+        self.fetch = client.register_script(_source("fetch.lua"))

@@ -1,0 +1,122 @@
+"""Settings shared by every process, from S2ST_* environment variables and flags.
+
+Validated at start: a bad value stops the process with a message naming the
+variable and what is wrong, before anything connects anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import uuid
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bus.keys import Keys
+
+
+class BusSettings(BaseSettings):
+    """How a process reaches Redis and how the consumer runtime behaves."""
+
+    model_config = SettingsConfigDict(env_prefix="S2ST_", extra="ignore", validate_default=True)
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis://, rediss:// (TLS) or unix:// URL; user and password may be in the URL",
+    )
+    redis_cluster: bool = Field(False, description="connect as a Redis Cluster client")
+    key_prefix: str = Field("s2st", description="prefix of every key")
+    worker_id: str = Field("", description="consumer name; default host-pid-random")
+    lease_ttl_ms: int = Field(3000, ge=300, description="a dead worker's sessions move after this")
+    heartbeat_ms: int = Field(1000, ge=50, description="lease renewal period")
+    discovery_ms: int = Field(500, ge=50, description="registry rescan period")
+    block_ms: int = Field(100, ge=1, le=5000, description="XREADGROUP BLOCK time")
+    batch_count: int = Field(100, ge=1, le=10_000, description="XREADGROUP COUNT")
+    max_inflight: int = Field(200, ge=1, description="entries read but not committed, per stream")
+    max_attempts: int = Field(3, ge=1, le=100, description="failures before an entry is dead-lettered")
+    retry_backoff_ms: int = Field(100, ge=0, description="pause before retrying a failed entry")
+    handler_timeout_s: float = Field(120.0, gt=0, description="a handler call taking longer fails")
+    retention_s: float = Field(
+        3600.0, ge=0, description="streams are trimmed to this window (XADD MINID ~); 0 = keep"
+    )
+    maxlen: int = Field(0, ge=0, description="also cap streams at about this many entries; 0 = no cap")
+    session_timeout_s: float = Field(
+        60.0, gt=0, description="a session with no heartbeat for this long is ended"
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus /metrics port; 0 = any free port; unset = off"
+    )
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        Keys(v)  # raises on braces, colons, spaces
+        return v
+
+    @field_validator("worker_id")
+    @classmethod
+    def _worker_id(cls, v: str) -> str:
+        return v or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    @model_validator(mode="after")
+    def _timing(self) -> BusSettings:
+        if self.heartbeat_ms * 2 > self.lease_ttl_ms:
+            raise ValueError(
+                f"heartbeat_ms ({self.heartbeat_ms}) must be at most half of lease_ttl_ms "
+                f"({self.lease_ttl_ms}), or leases expire between renewals"
+            )
+        return self
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.key_prefix)
+
+
+class SettingsError(SystemExit):
+    """Raised (and exits with status 2) when settings do not validate."""
+
+
+def add_bus_options(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that talks to Redis (each overrides its S2ST_* variable)."""
+    g = parser.add_argument_group("bus (each flag overrides its S2ST_* variable)")
+    g.add_argument("--redis-url", help="S2ST_REDIS_URL (default redis://127.0.0.1:6379/0)")
+    g.add_argument("--redis-cluster", action="store_true", default=None, help="S2ST_REDIS_CLUSTER")
+    g.add_argument("--key-prefix", help="S2ST_KEY_PREFIX (default s2st)")
+    g.add_argument("--worker-id", help="S2ST_WORKER_ID (default host-pid-random)")
+    g.add_argument("--metrics-port", type=int, help="S2ST_METRICS_PORT: serve /metrics here")
+    g.add_argument("--log-format", choices=["console", "json"], help="S2ST_LOG_FORMAT")
+    g.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def settings_from_args(args: argparse.Namespace | None = None, **overrides: Any) -> BusSettings:
+    """Environment, then flags, then explicit overrides; exits 2 with a clear message if invalid."""
+    values: dict[str, Any] = {}
+    if args is not None:
+        for name in BusSettings.model_fields:
+            value = getattr(args, name, None)
+            if value is not None:
+                values[name] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return BusSettings(**values)
+    except ValidationError as exc:
+        lines = ["s2st: invalid settings:"]
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            env = f"S2ST_{loc.upper()}" if loc else "settings"
+            lines.append(f"  {env}: {err['msg']}")
+        print("\n".join(lines), file=sys.stderr)
+        raise SettingsError(2) from None

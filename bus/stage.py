@@ -1,0 +1,172 @@
+"""What a stage worker plugs into the consumer runtime.
+
+A :class:`Stage` names its consumer group, the stream family it reads (one
+stream per session, or per session and language) and handles one entry at a
+time per stream, in order, returning the events to write.  The runtime does
+the rest: ownership, recovery, atomic hand-off, retries, dead letters,
+trimming, metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from bus.events import ControlEvent, Event, Hop, decode_event
+from bus.keys import Keys, Partition
+
+if TYPE_CHECKING:
+    from bus.registry import SessionInfo
+
+E = TypeVar("E", bound=Event)
+
+
+@dataclass
+class Emit:
+    """An event to add to ``key``.  With ``dedup`` the runtime writes it only if its
+    (session, stage, seq, part) is above the last one this stage wrote there."""
+
+    key: str
+    event: Event
+    dedup: bool = True
+
+
+class Reject(Exception):
+    """Raise from ``handle`` for input that can never succeed (bad text, unsupported
+    language pair): the entry is dead-lettered at once instead of being retried."""
+
+
+@dataclass
+class Delivery:
+    """One input entry handed to a stage."""
+
+    entry_id: str
+    stream: str
+    event: Event
+    attempts: int = 0  # earlier failed or interrupted attempts
+    t_in: float = field(default_factory=time.time)
+
+    @property
+    def is_end(self) -> bool:
+        return isinstance(self.event, ControlEvent) and self.event.action == "end"
+
+
+class PartitionContext:
+    """What a stage sees of one owned stream: names, session, per-stream state."""
+
+    def __init__(
+        self, *, stage: str, worker_id: str, family: str, partition: Partition, keys: Keys,
+        client: Any, session: SessionInfo, targets: list[str],
+    ) -> None:
+        self.stage = stage
+        self.worker_id = worker_id
+        self.family = family
+        self.partition = partition
+        self.keys = keys
+        self.redis = client
+        self.session = session
+        self.targets = targets
+        self.state: Any = None  # the stage's own per-stream state
+        self.more_pending = False  # more entries of this stream are queued behind this one
+        self._publish: Callable[[list[Emit]], Awaitable[bool]] | None = None
+
+    async def publish(self, emits: list[Emit]) -> bool:
+        """Write ``emits`` now, before ``handle`` returns (e.g. the first piece of a long
+        synthesis), with the same fencing and deduplication; the input is acknowledged
+        only when ``handle`` returns.  False if the stream was lost meanwhile."""
+        if self._publish is None:
+            raise RuntimeError("publish() is only available inside a running worker")
+        return await self._publish(emits)
+
+    @property
+    def input_key(self) -> str:
+        return self.keys.stream(self.family, self.partition)
+
+    def stream(self, family: str, lang: str | None = None) -> str:
+        """This session's stream of another family (optionally per language)."""
+        p = self.partition
+        return self.keys.stream(family, Partition(p.room, p.session, lang))
+
+    def room_stream(self, family: str, lang: str) -> str:
+        return self.keys.room_stream(family, self.partition.room, lang)
+
+    def derive(self, cls: type[E], source: Event, *, t_in: float, **fields: Any) -> E:
+        """A new event of ``cls`` carrying ``source``'s session, capture times and trace,
+        plus a hop for this stage (``t_out`` is now)."""
+        base: dict[str, Any] = {
+            "room": source.room,
+            "session": source.session,
+            "capture_start": source.capture_start,
+            "capture_end": source.capture_end,
+            "trace": [*source.trace, Hop(stage=self.stage, worker=self.worker_id, t_in=t_in,
+                                         t_out=time.time())],
+        }
+        base.update(fields)
+        return cls(**base)
+
+    def end_marker(self, source: Event, *, t_in: float, seq: int = 0) -> ControlEvent:
+        """The end-of-stream marker to forward downstream."""
+        reason = source.reason if isinstance(source, ControlEvent) else ""
+        return self.derive(ControlEvent, source, t_in=t_in, seq=seq, action="end", reason=reason)
+
+    async def handled_until(self) -> str | None:
+        """Id of the last input entry of this stream whose outputs were written (by any
+        owner); entries after it are pending or new and will be delivered again."""
+        raw = await self.redis.hget(
+            self.keys.progress(self.partition.room),
+            self.keys.watermark_field(self.stage, self.family, self.partition))
+        return _s(raw) if raw else None
+
+    async def read(self, key: str, start: str = "-", end: str = "+",
+                   count: int | None = None) -> list[tuple[str, Event]]:
+        """Read (and decode) a range of a stream, skipping entries that do not decode."""
+        out = []
+        for entry_id, fields in await self.redis.xrange(key, start, end, count=count):
+            try:
+                out.append((_s(entry_id), decode_event(fields)))
+            except ValueError:
+                continue
+        return out
+
+    async def last(self, key: str) -> tuple[str, Event] | None:
+        """The last decodable entry of a stream (e.g. this stage's last output)."""
+        for entry_id, fields in await self.redis.xrevrange(key, "+", "-", count=20):
+            try:
+                return _s(entry_id), decode_event(fields)
+            except ValueError:
+                continue
+        return None
+
+
+class Stage:
+    """Base class of a stage.  Override ``handle``; the other hooks are optional."""
+
+    name: str = "stage"
+    input_family: str = "audio"
+    per_lang: bool = False
+    tick_interval_s: float | None = None  # call on_tick this often per owned stream
+
+    async def setup(self) -> None:
+        """Load models and the like, once per process, before any stream is owned."""
+
+    async def on_acquire(self, ctx: PartitionContext) -> None:
+        """A stream was acquired: rebuild ``ctx.state`` (e.g. from this stage's last output)."""
+
+    async def handle(self, ctx: PartitionContext, delivery: Delivery) -> list[Emit]:
+        raise NotImplementedError
+
+    async def on_tick(self, ctx: PartitionContext, now: float) -> list[Emit]:
+        """Time passed with no input (e.g. flush text held for a clause boundary)."""
+        return []
+
+    async def on_release(self, ctx: PartitionContext) -> None:
+        """The stream is no longer ours (shed, finished or lost)."""
+
+    async def teardown(self) -> None:
+        """The worker is stopping."""
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,441 @@
+"""Audio sources: a file, a microphone (pyaudio) or raw PCM on standard input.
+
+Every source yields `AudioBlock`s of 16 kHz mono float32 samples together with the
+wall-clock time (epoch seconds) of the block's first sample, and counts input overflows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, BinaryIO, Protocol
+
+import numpy as np
+
+from capture_agent.audio_io import (
+    TARGET_RATE,
+    AudioInfo,
+    Resampler,
+    decode_blocks,
+    probe_audio,
+    to_mono,
+)
+from capture_agent.clock import Clock, Pacer, SystemClock
+
+DEFAULT_BLOCK_SAMPLES = 512  # 32 ms at 16 kHz, one VAD frame
+
+
+@dataclass(frozen=True)
+class AudioBlock:
+    samples: np.ndarray  # float32 mono TARGET_RATE
+    capture_time: float  # epoch seconds of samples[0]
+    overflows: int = 0  # input overflows noticed just before this block
+
+
+class AudioSource(Protocol):
+    rate: int  # always TARGET_RATE for what is yielded
+    total_samples: int | None  # for a progress bar; None for live input
+    overflows: int
+    label: str
+
+    def __iter__(self) -> Iterator[AudioBlock]: ...
+
+    def close(self) -> None: ...
+
+
+class MicrophoneError(Exception):
+    """No usable microphone (pyaudio missing, unknown device, stream failure)."""
+
+
+def _rebuffer(blocks: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Cut a stream of variable blocks into `size`-sample blocks (the last may be shorter)."""
+    pending: list[np.ndarray] = []
+    count = 0
+    for block in blocks:
+        pending.append(block)
+        count += len(block)
+        if count < size:
+            continue
+        joined = np.concatenate(pending)
+        cut = len(joined) - len(joined) % size
+        for start in range(0, cut, size):
+            yield joined[start : start + size]
+        rest = joined[cut:]
+        pending = [rest] if len(rest) else []
+        count = len(rest)
+    if count:
+        yield np.concatenate(pending)
+
+
+class FileSource:
+    """An audio file played as if spoken live (realtime=True) or as fast as possible.
+
+    In real-time mode a block is released when its last sample "has been spoken", on a
+    schedule computed from the start time (no drift). Capture times are on the timeline
+    that starts at the start time: sample n was "captured" at start + n / 16000. In fast
+    mode the same (virtual) timeline is used, so it runs ahead of the wall clock.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        realtime: bool = True,
+        clock: Clock | None = None,
+        block_samples: int = DEFAULT_BLOCK_SAMPLES,
+    ) -> None:
+        self.path = Path(path)
+        self.realtime = realtime
+        self.clock = clock or SystemClock()
+        self.block_samples = block_samples
+        self.info: AudioInfo = probe_audio(self.path)  # raises AudioInputError early
+        self.rate = TARGET_RATE
+        self.total_samples = self.info.output_samples
+        self.overflows = 0
+        self.label = f"file {self.path.name}"
+        self.pacer = Pacer(self.clock, TARGET_RATE)
+
+    def __iter__(self) -> Iterator[AudioBlock]:
+        self.pacer.start()
+        offset = 0
+        for block in _rebuffer(decode_blocks(self.path, info=self.info), self.block_samples):
+            n = len(block)
+            if self.realtime:
+                self.pacer.wait_until(offset + n)
+            yield AudioBlock(block, self.pacer.wall_at(offset))
+            offset += n
+
+    def close(self) -> None:
+        pass
+
+
+class StdinSource:
+    """Raw signed 16-bit little-endian PCM from a byte stream (standard input by default)."""
+
+    def __init__(
+        self,
+        stream: BinaryIO | None = None,
+        rate: int = TARGET_RATE,
+        channels: int = 1,
+        clock: Clock | None = None,
+        block_samples: int = DEFAULT_BLOCK_SAMPLES,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"invalid input rate {rate} Hz")
+        if channels <= 0:
+            raise ValueError(f"invalid channel count {channels}")
+        self.stream = stream if stream is not None else sys.stdin.buffer
+        self.in_rate = rate
+        self.channels = channels
+        self.clock = clock or SystemClock()
+        self.rate = TARGET_RATE
+        self.total_samples: int | None = None
+        self.overflows = 0
+        self.trailing_bytes = 0  # an incomplete last frame, ignored
+        self.label = f"stdin s16le {rate} Hz x{channels}"
+        self._frames_per_read = max(1, round(block_samples * rate / TARGET_RATE))
+
+    def __iter__(self) -> Iterator[AudioBlock]:
+        resampler = Resampler(self.in_rate)
+        frame_bytes = 2 * self.channels
+        pending = b""
+        frames_in = 0
+        produced = 0
+        arrival = self.clock.wall()
+        while True:
+            data = self.stream.read(self._frames_per_read * frame_bytes)
+            if not data:
+                break
+            data = pending + data
+            usable = len(data) - len(data) % frame_bytes
+            pending = data[usable:]
+            if not usable:
+                continue
+            frames = np.frombuffer(data[:usable], dtype="<i2").reshape(-1, self.channels)
+            frames_in += len(frames)
+            arrival = self.clock.wall()  # taken as the time of the last frame read
+            out = resampler.process(to_mono(frames.astype(np.float32) / 32768.0))
+            if len(out):
+                start = arrival - frames_in / self.in_rate + produced / TARGET_RATE
+                yield AudioBlock(out, start)
+                produced += len(out)
+        self.trailing_bytes = len(pending)
+        tail = resampler.process(np.zeros(0, dtype=np.float32), last=True)
+        if len(tail):
+            yield AudioBlock(tail, arrival - frames_in / self.in_rate + produced / TARGET_RATE)
+
+    def close(self) -> None:
+        pass
+
+
+# --- microphone -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamBuffer:
+    """One buffer from an input stream: interleaved int16 frames."""
+
+    pcm: bytes
+    arrival: float  # epoch seconds when the buffer was complete (its last sample)
+    overflowed: bool = False  # the device (or our queue) lost audio before this buffer
+
+
+class InputStream(Protocol):
+    """The small part of a sound-card stream the microphone source needs (fakeable)."""
+
+    rate: int
+    channels: int
+
+    def read(self, timeout: float) -> StreamBuffer | None:
+        """The next buffer; None when the stream has ended. Raises TimeoutError."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    index: int
+    name: str
+    channels: int
+    default_rate: int
+    is_default: bool
+
+
+def _pyaudio() -> ModuleType:
+    try:
+        import pyaudio
+    except ImportError as exc:
+        raise MicrophoneError(
+            "microphone input needs pyaudio: pip install pyaudio (with portaudio19-dev)"
+        ) from exc
+    return pyaudio
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what ALSA/JACK print to fd 2 while PortAudio scans the devices."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _open_portaudio(pyaudio: ModuleType) -> Any:  # a pyaudio.PyAudio
+    with _quiet_native_stderr():
+        return pyaudio.PyAudio()
+
+
+def list_devices() -> list[DeviceInfo]:
+    """Input devices PortAudio can see (raises MicrophoneError without pyaudio)."""
+    pyaudio = _pyaudio()
+    pa = _open_portaudio(pyaudio)
+    try:
+        try:
+            default = int(pa.get_default_input_device_info()["index"])
+        except OSError:
+            default = -1
+        devices = []
+        for index in range(pa.get_device_count()):
+            info = pa.get_device_info_by_index(index)
+            if int(info.get("maxInputChannels", 0)) <= 0:
+                continue
+            devices.append(
+                DeviceInfo(
+                    index=index,
+                    name=str(info["name"]),
+                    channels=int(info["maxInputChannels"]),
+                    default_rate=int(info["defaultSampleRate"]),
+                    is_default=index == default,
+                )
+            )
+        return devices
+    finally:
+        pa.terminate()
+
+
+def resolve_device(devices: list[DeviceInfo], device: str | int | None) -> DeviceInfo:
+    """Pick a device by index, by (case-insensitive) name or name fragment, or the default."""
+    if not devices:
+        raise MicrophoneError("no input devices found")
+    if device is None or device == "":
+        for info in devices:
+            if info.is_default:
+                return info
+        return devices[0]
+    if isinstance(device, int) or str(device).isdigit():
+        index = int(device)
+        for info in devices:
+            if info.index == index:
+                return info
+        raise MicrophoneError(f"no input device with index {index}")
+    wanted = str(device).lower()
+    exact = [d for d in devices if d.name.lower() == wanted]
+    if exact:
+        return exact[0]
+    partial = [d for d in devices if wanted in d.name.lower()]
+    if len(partial) == 1:
+        return partial[0]
+    if not partial:
+        raise MicrophoneError(f"no input device named like {device!r}")
+    names = ", ".join(f"{d.index}: {d.name}" for d in partial)
+    raise MicrophoneError(f"input device {device!r} is ambiguous ({names})")
+
+
+class PyAudioInputStream:
+    """A PortAudio input stream in callback mode: buffers go through a bounded queue.
+
+    Device overflows (paInputOverflow) and buffers dropped because the consumer fell
+    behind both mark the next buffer as `overflowed`; neither stops the stream.
+    """
+
+    def __init__(
+        self,
+        device: DeviceInfo,
+        rate: int | None = None,
+        channels: int = 1,
+        frames_per_buffer: int = 1024,
+        max_queued: int = 64,
+        clock: Clock | None = None,
+    ) -> None:
+        pyaudio = _pyaudio()
+        self._pyaudio = pyaudio
+        self.rate = rate or device.default_rate
+        self.channels = min(channels, device.channels)
+        self._clock = clock or SystemClock()
+        self._queue: queue.Queue[StreamBuffer | None] = queue.Queue(maxsize=max_queued)
+        self._lost = False
+        self._pa = _open_portaudio(pyaudio)
+        try:
+            self._stream = self._pa.open(
+                format=pyaudio.paInt16,
+                channels=self.channels,
+                rate=self.rate,
+                input=True,
+                input_device_index=device.index,
+                frames_per_buffer=frames_per_buffer,
+                stream_callback=self._callback,
+            )
+        except Exception as exc:
+            self._pa.terminate()
+            raise MicrophoneError(f"cannot open input device {device.name!r}: {exc}") from exc
+
+    def _callback(
+        self, in_data: bytes | None, frame_count: int, time_info: dict, status: int
+    ) -> tuple[None, int]:
+        overflowed = bool(status & self._pyaudio.paInputOverflow) or self._lost
+        buffer = StreamBuffer(bytes(in_data or b""), self._clock.wall(), overflowed)
+        try:
+            self._queue.put_nowait(buffer)
+            self._lost = False
+        except queue.Full:
+            self._lost = True  # reported on the next buffer that fits
+        return (None, self._pyaudio.paContinue)
+
+    def read(self, timeout: float) -> StreamBuffer | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+
+    def close(self) -> None:
+        try:
+            self._stream.stop_stream()
+            self._stream.close()
+        finally:
+            self._pa.terminate()
+
+
+class MicrophoneSource:
+    """Live input from a microphone, downmixed and resampled to 16 kHz mono.
+
+    `device` is an index, a name (fragment) or None for the default input device.
+    `stream_factory` builds the InputStream (tests pass a fake; the default opens
+    PortAudio through pyaudio, imported only here).
+    """
+
+    def __init__(
+        self,
+        device: str | int | None = None,
+        rate: int | None = None,
+        channels: int = 1,
+        stream_factory: Callable[[], InputStream] | None = None,
+        read_timeout: float = 2.0,
+    ) -> None:
+        self.device = device
+        self.rate = TARGET_RATE
+        self.total_samples: int | None = None
+        self.overflows = 0
+        self.read_timeouts = 0
+        self.read_timeout = read_timeout
+        if stream_factory is None:
+            info = resolve_device(list_devices(), device)
+            self.label = f"mic {info.index}: {info.name}"
+
+            def stream_factory() -> InputStream:
+                return PyAudioInputStream(info, rate=rate, channels=channels)
+
+        else:
+            self.label = f"mic {device}"
+        self._factory = stream_factory
+        self._stream: InputStream | None = None
+        self._closed = False
+
+    def __iter__(self) -> Iterator[AudioBlock]:
+        stream = self._stream = self._factory()
+        resampler = Resampler(stream.rate)
+        lost = 0  # overflows not yet reported with a block
+        frames_in = 0  # input frames received
+        produced = 0  # output samples yielded
+        last_arrival = 0.0
+        try:
+            while not self._closed:
+                try:
+                    buffer = stream.read(self.read_timeout)
+                except TimeoutError:
+                    self.read_timeouts += 1
+                    continue
+                if buffer is None:
+                    tail = resampler.process(np.zeros(0, dtype=np.float32), last=True)
+                    if len(tail):
+                        start = last_arrival - frames_in / stream.rate + produced / TARGET_RATE
+                        yield AudioBlock(tail, start, lost)
+                    break
+                last_arrival = buffer.arrival
+                if buffer.overflowed:
+                    self.overflows += 1
+                    lost += 1
+                frames = np.frombuffer(buffer.pcm, dtype="<i2")
+                frames = frames[: len(frames) - len(frames) % stream.channels]
+                mono = to_mono(frames.reshape(-1, stream.channels).astype(np.float32) / 32768.0)
+                frames_in += len(mono)
+                out = resampler.process(mono)
+                if len(out):
+                    # output sample k lines up with input frame k * in_rate / 16000 (soxr
+                    # compensates its delay); the arrival time belongs to input frame
+                    # `frames_in`, so each block is timed afresh (no drift over hours)
+                    start = buffer.arrival - frames_in / stream.rate + produced / TARGET_RATE
+                    yield AudioBlock(out, start, lost)
+                    produced += len(out)
+                    lost = 0
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.close()

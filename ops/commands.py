@@ -1,0 +1,122 @@
+"""Bus-level commands: a generic relay worker, rooms and sessions, the bus benchmark."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bus.settings import BusSettings, add_bus_options
+from ops.runner import run_async
+
+
+def register(commands: Any, bench: Any) -> None:
+    p = commands.add_parser(
+        "worker",
+        help="run a generic relay stage (no-op; for tests, benchmarks and wiring checks)",
+        description="Run the consumer runtime with the no-op relay stage: every event of the "
+        "input family is copied to the output family of the same session. Stops cleanly on "
+        "SIGTERM/SIGINT (drains, releases its streams, exits 0).",
+    )
+    p.add_argument("--name", default="relay", help="stage (consumer group) name")
+    p.add_argument("--input", default="audio", help="input stream family")
+    p.add_argument("--output", default="relayed", help="output stream family")
+    p.add_argument("--per-lang", action="store_true", help="input streams are per language")
+    p.add_argument("--fail-seq", type=int, action="append", default=[],
+                   help="raise on entries with this seq (poison test)")
+    p.add_argument("--delay-ms", type=float, default=0.0, help="sleep this long per entry")
+    add_bus_options(p)
+    p.set_defaults(func=_worker)
+
+    p = commands.add_parser("room", help="create rooms and set their target languages")
+    p.add_argument("action", choices=["create", "list"])
+    p.add_argument("room", nargs="?")
+    p.add_argument("--langs", default="", help="comma-separated target languages, e.g. es,ca")
+    add_bus_options(p)
+    p.set_defaults(func=_room)
+
+    p = commands.add_parser("sessions", help="list the sessions of one room or of all rooms")
+    p.add_argument("--room")
+    add_bus_options(p)
+    p.set_defaults(func=_sessions)
+
+    b = bench.add_parser(
+        "bus",
+        help="no-op stage chained three times over N sessions (events/s, hop latency)",
+        description="Three relay workers (separate processes) chained audio->b1->b2->b3 over N "
+        "concurrent sessions against the configured Redis; reports events/s per worker process "
+        "and per-hop latency p50/p95/p99 added by the bus.",
+    )
+    b.add_argument("--sessions", default="1,10,100", help="comma-separated N values")
+    b.add_argument("--events", type=int, default=20000, help="events per N for the throughput run")
+    b.add_argument("--rate", type=float, default=2000.0,
+                   help="offered events/s for the latency run (0 = skip it)")
+    b.add_argument("--duration", type=float, default=5.0, help="seconds of the latency run")
+    b.add_argument("--json", help="write the results here")
+    add_bus_options(b)
+    b.set_defaults(func=_bench_bus)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from bus.runtime import Worker
+    from bus.testing import RelayStage
+
+    stage = RelayStage(args.name, args.input, args.output, fail_seqs=set(args.fail_seq),
+                       per_lang=args.per_lang, delay_s=args.delay_ms / 1000)
+
+    async def main(settings: BusSettings) -> int:
+        await Worker(stage, settings).run(handle_signals=True)
+        return 0
+
+    return run_async(args, main)
+
+
+def _room(args: argparse.Namespace) -> int:
+    from bus.connection import connect
+    from bus.registry import Registry
+
+    async def main(settings: BusSettings) -> int:
+        client = await connect(settings)
+        reg = Registry(client, settings.keys, cluster=settings.redis_cluster)
+        if args.action == "create":
+            if not args.room:
+                print("s2st room create: a room id is required")
+                return 2
+            langs = [x.strip() for x in args.langs.split(",") if x.strip()]
+            await reg.create_room(args.room, langs)
+            print(f"room {args.room}: targets {', '.join(await reg.room_targets(args.room))}")
+        else:
+            for room in await reg.rooms():
+                print(f"{room}\ttargets={','.join(await reg.room_targets(room))}")
+        await client.aclose()
+        return 0
+
+    return run_async(args, main)
+
+
+def _sessions(args: argparse.Namespace) -> int:
+    from bus.connection import connect
+    from bus.registry import Registry
+
+    async def main(settings: BusSettings) -> int:
+        client = await connect(settings)
+        reg = Registry(client, settings.keys, cluster=settings.redis_cluster)
+        rooms = [args.room] if args.room else await reg.rooms()
+        for room in rooms:
+            for s in await reg.sessions(room):
+                print(f"{room}\t{s.session}\t{s.status}\tlang={s.source_lang}\tspeaker={s.speaker}")
+        await client.aclose()
+        return 0
+
+    return run_async(args, main)
+
+
+def _bench_bus(args: argparse.Namespace) -> int:
+    from bus.bench import run_bench
+
+    async def main(settings: BusSettings) -> int:
+        await run_bench(settings, sessions=[int(x) for x in args.sessions.split(",")],
+                        events=args.events, rate=args.rate, duration=args.duration,
+                        json_path=args.json)
+        return 0
+
+    return run_async(args, main)

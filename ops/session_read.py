@@ -1,0 +1,92 @@
+"""Reading a whole session back from its streams (for `s2st replay` and `s2st export`).
+
+Entries are read oldest first in batches with ``XRANGE``; entries of the room-wide speech
+streams are filtered by their ``session`` field before they are decoded (their PCM is only
+unpacked for the session asked for).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from bus.events import ControlEvent, Event, MalformedEvent, decode_event
+from bus.keys import Keys, Partition
+
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    event: Event
+
+
+def parse_entry_id(text: str) -> tuple[int, int]:
+    """``1795505490169-0`` (or ``1795505490169``) as a comparable pair; ValueError if invalid."""
+    ms, sep, seq = text.partition("-")
+    if not ms.isdigit() or (seq and not seq.isdigit()) or (sep and not seq):
+        raise ValueError(f"invalid stream entry id {text!r}: expected e.g. 1795505490169-0")
+    return int(ms), int(seq or 0)
+
+
+async def entries(client: Any, key: str, start: str = "-",
+                  session: str | None = None) -> AsyncIterator[Entry]:
+    """The decodable events of ``key`` from ``start`` on (of ``session`` only, if given)."""
+    want = session.encode() if session is not None else None
+    low = start
+    while True:
+        batch = await client.xrange(key, low, "+", count=BATCH)
+        for raw_id, fields in batch:
+            if want is not None and fields.get(b"session") != want:
+                continue
+            try:
+                event = decode_event(fields)
+            except MalformedEvent:
+                continue
+            yield Entry(_s(raw_id), event)
+        if len(batch) < BATCH:
+            return
+        low = "(" + _s(batch[-1][0])
+
+
+async def read_all(client: Any, key: str, start: str = "-",
+                   session: str | None = None) -> list[Entry]:
+    return [e async for e in entries(client, key, start, session)]
+
+
+async def translation_langs(client: Any, keys: Keys, room: str, session: str) -> list[str]:
+    """The languages the session has a translation stream in."""
+    pattern = keys.stream("translation", Partition(room, session, "xx"))[:-2] + "*"
+    found = set()
+    async for raw in client.scan_iter(match=pattern, count=500, _type="STREAM"):
+        found.add(_s(raw).rsplit(":", 1)[1])
+    return sorted(found)
+
+
+async def speech_langs(client: Any, keys: Keys, room: str) -> list[str]:
+    """The languages the room has a speech stream in."""
+    pattern = keys.room_stream("speech", room, "xx")[:-2] + "*"
+    found = set()
+    async for raw in client.scan_iter(match=pattern, count=500, _type="STREAM"):
+        found.add(_s(raw).rsplit(":", 1)[1])
+    return sorted(found)
+
+
+def is_end(event: Event) -> bool:
+    return isinstance(event, ControlEvent) and event.action == "end"
+
+
+async def has_end_marker(client: Any, key: str, session: str, scan: int = 200) -> bool:
+    """True if one of the last ``scan`` entries of ``key`` is ``session``'s end marker."""
+    want = session.encode()
+    for _raw_id, fields in await client.xrevrange(key, "+", "-", count=scan):
+        if fields.get(b"session") == want and fields.get(b"type") == b"control" \
+                and fields.get(b"action") == b"end":
+            return True
+    return False
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

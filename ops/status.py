@@ -1,0 +1,206 @@
+"""`s2st status`: the bus on one screen (or as JSON).
+
+Rooms and their target languages, sessions (status, speaker, language), the workers of each
+stage (from ``P:workers:<stage>``), the leases held, every stream of a room with its consumer
+groups' lag and pending counts (``XINFO GROUPS``), and dead letters per room.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from typing import Any
+
+from bus.connection import redacted_url
+from bus.keys import Keys
+from bus.settings import BusSettings, add_bus_options
+from ops.runner import run_async
+
+WORKER_TTL_FACTOR = 3  # a worker whose heartbeat is older than 3 lease TTLs is gone
+
+
+def register(commands: Any, bench: Any) -> None:
+    p = commands.add_parser(
+        "status",
+        help="rooms, sessions, workers, leases, stream lag and pending, dead letters",
+        description="One screen on the state of the bus: rooms and targets, sessions, live "
+        "workers per stage, leases held, each stream's length and its consumer groups' lag "
+        "and pending entries (XINFO GROUPS), and dead letters per room.",
+    )
+    p.add_argument("--room", action="append", help="only this room (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON instead")
+    add_bus_options(p)
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def main(settings: BusSettings) -> int:
+        from bus.connection import connect
+
+        client = await connect(settings)
+        try:
+            status = await collect(client, settings.keys, args.room,
+                                   lease_ttl_s=settings.lease_ttl_ms / 1000)
+        finally:
+            await client.aclose()
+        status["redis"] = redacted_url(settings.redis_url)
+        print(json.dumps(status, indent=2) if args.json else format_status(status))
+        return 0
+
+    return run_async(args, main)
+
+
+# -- collecting -----------------------------------------------------------------------------
+
+
+async def collect(client: Any, keys: Keys, rooms: list[str] | None = None, *,
+                  lease_ttl_s: float = 3.0, now: float | None = None) -> dict[str, Any]:
+    """Everything `s2st status` shows, as plain data."""
+    from bus.registry import Registry
+
+    now = time.time() if now is None else now
+    registry = Registry(client, keys)
+    names = rooms if rooms else await registry.rooms()
+    return {
+        "time": now,
+        "prefix": keys.prefix,
+        "workers": await _workers(client, keys, now, lease_ttl_s),
+        "rooms": [await _room(client, keys, registry, room, now) for room in names],
+    }
+
+
+async def _workers(client: Any, keys: Keys, now: float,
+                   lease_ttl_s: float) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    pattern = keys.workers("x")[:-1] + "*"
+    for key in sorted({_s(k) async for k in client.scan_iter(match=pattern, count=500)}):
+        stage = key.rsplit(":", 1)[1]
+        rows = await client.zrange(key, 0, -1, withscores=True)
+        out[stage] = [
+            {"id": _s(member), "age_s": round(now - float(score), 3),
+             "alive": now - float(score) <= WORKER_TTL_FACTOR * lease_ttl_s}
+            for member, score in rows
+        ]
+    return out
+
+
+async def _room(client: Any, keys: Keys, registry: Any, room: str, now: float) -> dict[str, Any]:
+    targets = []
+    for lang, until in await client.zrange(keys.targets(room), 0, -1, withscores=True):
+        pinned = math.isinf(until)
+        targets.append({"lang": _s(lang), "pinned": pinned,
+                        "left_s": None if pinned else round(float(until) - now, 1)})
+    sessions = [
+        {"session": s.session, "status": s.status, "source_lang": s.source_lang,
+         "speaker": s.speaker, "started": s.started, "ended": s.ended or None,
+         "reason": s.reason, "last_seen": s.last_seen or None}
+        for s in await registry.sessions(room)
+    ]
+    prefix = keys.room(room)
+    leases = []
+    for key in sorted({_s(k) async for k in client.scan_iter(match=f"{prefix}:lease:*",
+                                                            count=500)}):
+        owner, ttl = await client.get(key), await client.pttl(key)
+        if owner is not None:
+            leases.append({"lease": keys.local_part(key).removeprefix("lease:"),
+                           "owner": _s(owner), "ttl_ms": int(ttl)})
+    streams = []
+    for key in sorted({_s(k) async for k in client.scan_iter(match=f"{prefix}:*", count=500,
+                                                            _type="STREAM")}):
+        streams.append({"stream": keys.local_part(key), "length": int(await client.xlen(key)),
+                        "groups": await _groups(client, key)})
+    return {"room": room, "targets": targets, "sessions": sessions, "leases": leases,
+            "streams": streams, "dead_letters": int(await client.xlen(keys.deadletter(room)))}
+
+
+async def _groups(client: Any, key: str) -> list[dict[str, Any]]:
+    groups = []
+    for info in await client.xinfo_groups(key):
+        row = {_s(k): v for k, v in info.items()}
+        lag = row.get("lag")
+        groups.append({"group": _s(row["name"]), "consumers": int(row.get("consumers", 0)),
+                       "pending": int(row.get("pending", 0)),
+                       "lag": None if lag is None else int(lag),
+                       "last_delivered": _s(row.get("last-delivered-id", b""))})
+    return groups
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+
+def format_status(status: dict[str, Any]) -> str:
+    now = status["time"]
+    lines = [f"bus {status.get('redis', '')}  prefix {status['prefix']}  "
+             f"at {time.strftime('%H:%M:%S', time.localtime(now))}", "", "WORKERS"]
+    if not status["workers"]:
+        lines.append("  none registered")
+    for stage, workers in sorted(status["workers"].items()):
+        live = [w for w in workers if w["alive"]]
+        shown = ", ".join(f"{w['id']} ({w['age_s']:.1f} s ago)" for w in live) or "-"
+        gone = len(workers) - len(live)
+        lines.append(f"  {stage:<6} {len(live)} live: {shown}" + (f"  ({gone} gone)" if gone
+                                                                   else ""))
+    if not status["rooms"]:
+        lines += ["", "no rooms (s2st room create ROOM --langs es)"]
+    for room in status["rooms"]:
+        lines += ["", *_format_room(room, now)]
+    return "\n".join(lines)
+
+
+def _format_room(room: dict[str, Any], now: float) -> list[str]:
+    targets = ", ".join(
+        f"{t['lang']} ({'pinned' if t['pinned'] else _left(t['left_s'])})" for t in room["targets"]
+    ) or "none"
+    lines = [f"ROOM {room['room']}   targets: {targets}   dead letters: {room['dead_letters']}"]
+    active = sum(1 for s in room["sessions"] if s["status"] == "active")
+    lines.append(f"  sessions: {active} active, {len(room['sessions']) - active} ended")
+    for s in room["sessions"]:
+        when = f"started {_ago(now - s['started'])}" if s["started"] else ""
+        if s["status"] == "active" and s["last_seen"]:
+            when += f", heartbeat {_ago(now - s['last_seen'])}"
+        if s["ended"]:
+            when += f", ended {_ago(now - s['ended'])} ({s['reason'] or 'stopped'})"
+        speaker = f" speaker={s['speaker']}" if s["speaker"] else ""
+        lines.append(f"    {s['session']:<28} {s['status']:<7} {s['source_lang']:<5}"
+                     f"{speaker}  {when}")
+    if room["leases"]:
+        lines.append(f"  leases: {len(room['leases'])}")
+        for lease in room["leases"]:
+            lines.append(f"    {lease['lease']:<40} {lease['owner']}  "
+                         f"({lease['ttl_ms'] / 1000:.1f} s left)")
+    if room["streams"]:
+        lines.append(f"  {'streams':<40} {'length':>7}  {'group':<6} {'lag':>5} {'pending':>7} "
+                     "consumers")
+        for st in room["streams"]:
+            groups = st["groups"] or [None]
+            for i, g in enumerate(groups):
+                name = st["stream"] if i == 0 else ""
+                length = str(st["length"]) if i == 0 else ""
+                if g is None:
+                    lines.append(f"    {name:<38} {length:>7}  -")
+                    continue
+                lag = "?" if g["lag"] is None else str(g["lag"])
+                lines.append(f"    {name:<38} {length:>7}  {g['group']:<6} {lag:>5} "
+                             f"{g['pending']:>7} {g['consumers']:>9}")
+    return lines
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _left(seconds: float | None) -> str:
+    if seconds is None:
+        return "pinned"
+    return f"listener, {seconds:.0f} s left" if seconds > 0 else "expired"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,182 @@
+"""`s2st play` (a room's translated speech to a device or a WAV file) and `s2st web`.
+
+Heavy or optional imports (pyaudio, starlette, uvicorn) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from bus.settings import BusSettings, add_bus_options
+from ops.runner import run_async
+
+
+def register(commands: Any, bench: Any) -> None:
+    p = commands.add_parser(
+        "play",
+        help="play a room's translated speech in one language (device or WAV file)",
+        description="Follow the room's speech stream of one language with XREAD (every "
+        "listener hears everything; nothing is kept on the server), order the pieces by "
+        "session and sequence in a small jitter buffer, never play one twice, and play them "
+        "to a sound device or write them to a WAV file aligned with the source timeline. "
+        "Reports latency p50/p95/max at the end (and as Prometheus metrics).",
+    )
+    p.add_argument("--room", help="room id")
+    p.add_argument("--lang", help="language to listen to, e.g. es")
+    p.add_argument("--device", help="output device: index or name fragment (default device)")
+    p.add_argument("--list-devices", action="store_true", help="list output devices and exit")
+    p.add_argument("--out", help="write a WAV file instead of playing")
+    p.add_argument("--fast", action="store_true",
+                   help="with --out: write as fast as pieces come (no real-time pacing)")
+    p.add_argument("--from", dest="start", default="$",
+                   help="where to start: live ($, default), start, an entry id, a time ago "
+                   "(90s, 5m), epoch seconds or an ISO time")
+    p.add_argument("--jitter-ms", type=float, default=150.0,
+                   help="hold of a segment's first piece while other speakers are open (150)")
+    p.add_argument("--deadline-ms", type=float, default=1000.0,
+                   help="a missing piece is skipped after this wait (1000)")
+    p.add_argument("--rate", type=int, default=24000, help="output sample rate (24000)")
+    p.add_argument("--until-ended", action="store_true",
+                   help="exit once the room has no active session and everything was played")
+    p.add_argument("--json", help="write the latency summary and counts here at the end")
+    add_bus_options(p)
+    p.set_defaults(func=cmd_play)
+
+    w = commands.add_parser(
+        "web",
+        help="web server with a live page per room (captions, translated audio, latency)",
+        description="Serve /room/<room>?lang=<lang>: live captions of the source and of the "
+        "translation, the translated speech played in the browser, speakers and latency.",
+    )
+    w.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
+    w.add_argument("--port", type=int, default=8080, help="listen port (8080)")
+    add_bus_options(w)
+    w.set_defaults(func=cmd_web)
+
+
+def _ms(value: float, name: str) -> float:
+    if value < 0 or value > 60_000:
+        raise ValueError(f"{name} must be within 0..60000 ms, got {value}")
+    return value / 1000.0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from player_agent.outputs import OutputError, list_output_devices
+
+    if args.list_devices:
+        try:
+            devices = list_output_devices()
+        except OutputError as exc:
+            print(f"s2st play: {exc}", file=sys.stderr)
+            return 2
+        if not devices:
+            print("no audio output devices found")
+            return 1
+        for d in devices:
+            mark = "*" if d.is_default else " "
+            print(f"{mark}{d.index:3d}  {d.name}  ({d.channels} ch, {d.default_rate} Hz)")
+        return 0
+    if not args.room or not args.lang:
+        print("s2st play: --room and --lang are required", file=sys.stderr)
+        return 2
+    try:
+        config = _player_config(args)
+    except ValueError as exc:
+        print(f"s2st play: {exc}", file=sys.stderr)
+        return 2
+
+    async def main(settings: BusSettings) -> int:
+        return await _play(args, settings, config)
+
+    return run_async(args, main)
+
+
+def _player_config(args: argparse.Namespace) -> Any:
+    from player_agent.player import PlayerConfig
+    from player_agent.subscriber import parse_position
+
+    return PlayerConfig(
+        room=args.room, lang=args.lang, position=parse_position(args.start),
+        hold_s=_ms(args.jitter_ms, "--jitter-ms"), deadline_s=_ms(args.deadline_ms, "--deadline-ms"),
+        until_ended=args.until_ended,
+    )
+
+
+async def _play(args: argparse.Namespace, settings: BusSettings, config: Any) -> int:
+    from bus.connection import connect
+    from bus.metrics import serve_metrics
+    from player_agent.outputs import OutputError, PyAudioSink, WavSink
+    from player_agent.player import Player, UnknownRoom
+
+    try:
+        sink = (WavSink(args.out, rate=args.rate, paced=not args.fast) if args.out
+                else PyAudioSink(args.device, rate=args.rate))
+    except OutputError as exc:
+        print(f"s2st play: {exc}", file=sys.stderr)
+        return 2
+    client = await connect(settings)
+    if settings.metrics_port is not None:
+        print(f"metrics on :{serve_metrics(settings.metrics_port)}/metrics", file=sys.stderr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    player = Player(client, settings.keys, config, sink)
+    try:
+        report = await player.run(stop)
+    except UnknownRoom as exc:
+        print(f"s2st play: {exc}", file=sys.stderr)
+        return 2
+    except (OutputError, OSError) as exc:
+        print(f"s2st play: the output failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        sink.close()
+        await client.aclose()
+    print(report.text())
+    if args.out:
+        print(f"wrote {args.out}")
+    if args.json:
+        await asyncio.to_thread(_write_summary, Path(args.json), config, report)
+    return 0
+
+
+def _write_summary(path: Path, config: Any, report: Any) -> None:
+    from player_agent.latency import KINDS
+
+    summary = {
+        "room": config.room, "lang": config.lang,
+        "counts": vars(report.stats) | {"malformed": report.malformed},
+        "latency": {k: report.latency.summary(k).as_dict() for k in KINDS},
+    }
+    path.write_text(json.dumps(summary, indent=2))
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from player_agent.web.app import create_app
+    except ImportError as exc:
+        print(f"s2st web: needs the web extra (pip install 's2st[web]'): {exc}", file=sys.stderr)
+        return 2
+
+    async def main(settings: BusSettings) -> int:
+        app = create_app(settings)
+        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                               log_level=settings.log_level, lifespan="on"))
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler that was
+        # there before: make that one a no-op so a clean stop exits 0 like the workers
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        await server.serve()
+        return 0
+
+    return run_async(args, main)

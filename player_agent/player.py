@@ -1,0 +1,241 @@
+"""The player: a room's speech in one language, read from the bus, ordered, played, measured.
+
+Three tasks share one :class:`~player_agent.jitter.JitterBuffer`:
+
+- the reader follows the room's speech stream with XREAD (see subscriber.py) and pushes
+  each piece, and each session's end marker, into the buffer;
+- the play loop takes the next piece when the output is ready for it and plays it,
+  recording its latency;
+- the listener keeps ``lang`` among the room's targets (``Registry.add_listener``) so the
+  MT and TTS stages produce it while someone listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from bus.events import ControlEvent, Speech
+from bus.ids import check_id, check_lang
+from bus.keys import Keys
+from bus.logs import get_logger
+from bus.registry import Registry
+from player_agent.jitter import JitterBuffer, JitterStats, Piece
+from player_agent.latency import LatencyRecorder, count_outcome
+from player_agent.outputs import Sink
+from player_agent.subscriber import LIVE, StreamReader
+
+log = get_logger("player")
+
+
+class UnknownRoom(ValueError):
+    """The room is not registered on this bus."""
+
+
+@dataclass
+class PlayerConfig:
+    room: str
+    lang: str
+    position: str = LIVE  # where to start reading: "$" = live (late join), or an entry id
+    hold_s: float = 0.15
+    deadline_s: float = 1.0
+    listener_ttl_s: float = 30.0
+    until_ended: bool = False  # stop once the room has no active session and all is played
+    block_ms: int = 200
+
+    def __post_init__(self) -> None:
+        check_id(self.room, "room id")
+        check_lang(self.lang)
+        if self.listener_ttl_s <= 0:
+            raise ValueError("listener_ttl_s must be positive")
+
+
+@dataclass(frozen=True)
+class Played:
+    session: str
+    seq: int
+    part: int
+    speaker: str
+    text: str
+    entry_id: str
+    capture_start: float
+    capture_end: float
+    available: float  # read from the bus (wall clock)
+    started: float  # started playing (wall clock)
+    duration: float
+
+
+@dataclass
+class PlayReport:
+    played: list[Played] = field(default_factory=list)
+    stats: JitterStats = field(default_factory=JitterStats)
+    latency: LatencyRecorder | None = None
+    malformed: int = 0
+
+    def text(self) -> str:
+        s = self.stats
+        lines = [f"pieces played={s.released} duplicates={s.duplicates} late={s.late} "
+                 f"missing={s.missing} (gaps skipped={s.gaps_skipped}) malformed={self.malformed}"]
+        if self.latency is not None:
+            lines.append(self.latency.report())
+        return "\n".join(lines)
+
+
+class Player:
+    def __init__(self, client: Any, keys: Keys, config: PlayerConfig, sink: Sink) -> None:
+        self.r = client
+        self.keys = keys
+        self.config = config
+        self.sink = sink
+        self.registry = Registry(client, keys)
+        self.stream = keys.room_stream("speech", config.room, config.lang)
+        self.buffer = JitterBuffer(config.hold_s, config.deadline_s)
+        self.reader = StreamReader(client, block_ms=config.block_ms)
+        self.report = PlayReport(stats=self.buffer.stats, latency=LatencyRecorder(config.lang))
+        self._wake = asyncio.Event()
+        self._caught_up = False
+        self._origins: dict[str, float] = {}
+
+    async def run(self, stop: asyncio.Event | None = None) -> PlayReport:
+        """Play until ``stop`` is set (or, with ``until_ended``, the room falls quiet)."""
+        cfg = self.config
+        if not await self.registry.room_exists(cfg.room):
+            raise UnknownRoom(f"room {cfg.room!r} does not exist (s2st room list)")
+        stop = stop or asyncio.Event()
+        await self.registry.add_listener(cfg.room, cfg.lang, cfg.listener_ttl_s)
+        await self.reader.add(self.stream, cfg.position)
+        log.info("playing", room=cfg.room, lang=cfg.lang, stream=self.stream,
+                 position=self.reader.positions[self.stream])
+        tasks = [asyncio.create_task(t) for t in (self._read(), self._listen(), self._watch(stop))]
+        player = asyncio.create_task(self._play(stop))
+        # a stop (signal, or the room fell quiet) ends playback at once, even mid-piece
+        stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+        try:
+            pending: set[asyncio.Task[Any]] = {player, stopper, *tasks}
+            while player in pending and stopper in pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if not t.cancelled() and (exc := t.exception()) is not None:
+                        raise exc  # the output failed, or a bug: do not go on silently
+        finally:
+            for t in (player, stopper, *tasks):
+                t.cancel()
+            for t in (player, stopper, *tasks):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            await self.sink.drain()
+        self.report.malformed = self.reader.malformed
+        return self.report
+
+    # -- tasks ---------------------------------------------------------------------
+    async def _read(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                entries = await self.reader.read()
+            except (RedisError, OSError) as exc:  # Redis restarting: keep the position, retry
+                log.warning("reading the speech stream failed; retrying", error=str(exc),
+                            retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.2
+            self._caught_up = not entries
+            for entry in entries:
+                event = entry.event
+                if isinstance(event, Speech) and event.lang == self.config.lang:
+                    result = self.buffer.push(Piece(
+                        session=event.session, seq=event.seq, part=event.part, last=event.last,
+                        capture_start=event.capture_start, capture_end=event.capture_end,
+                        arrived=entry.read_at, item=entry,
+                    ))
+                    if result != "accepted":
+                        count_outcome(result, self.config.lang)
+                        log.debug("piece dropped", result=result, session=event.session,
+                                  seq=event.seq, part=event.part)
+                elif isinstance(event, ControlEvent) and event.action == "end":
+                    self.buffer.end_session(event.session)
+            self._wake.set()
+
+    async def _listen(self) -> None:
+        ttl = self.config.listener_ttl_s
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                await self.registry.add_listener(self.config.room, self.config.lang, ttl)
+            except Exception as exc:  # a Redis hiccup must not stop the playback
+                log.warning("listener refresh failed", error=str(exc))
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """With ``until_ended``: stop when the room is quiet and everything was played.
+
+        Quiet: no session of the room is active, and every session seen active while
+        playing has had its end marker on the speech stream (its last piece was written).
+        """
+        if not self.config.until_ended:
+            return
+        seen_active: set[str] = set()
+        while not stop.is_set():
+            await asyncio.sleep(0.25)
+            try:
+                sessions = await self.registry.sessions(self.config.room)
+            except (RedisError, OSError) as exc:
+                log.warning("reading the room's sessions failed", error=str(exc))
+                continue
+            seen_active.update(s.session for s in sessions if s.active)
+            if not (self._caught_up and self.buffer.idle()) or any(s.active for s in sessions):
+                continue
+            if all(self.buffer.has_ended(s) for s in seen_active):
+                stop.set()
+                self._wake.set()
+
+    async def _play(self, stop: asyncio.Event) -> None:
+        missing_seen = 0
+        while not stop.is_set():
+            now = time.time()
+            piece = self.buffer.pop(now)
+            if self.buffer.stats.missing > missing_seen:
+                count_outcome("missing", self.config.lang, self.buffer.stats.missing - missing_seen)
+                missing_seen = self.buffer.stats.missing
+            if piece is None:
+                wake_at = self.buffer.next_wakeup(now)
+                timeout = 0.5 if wake_at is None else max(wake_at - now, 0.001)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                continue
+            await self._play_piece(piece)
+
+    async def _play_piece(self, piece: Piece) -> None:
+        entry = piece.item
+        speech: Speech = entry.event
+        set_origin = getattr(self.sink, "set_origin", None)
+        if set_origin is not None:
+            set_origin(await self._session_start(speech))
+        started = await self.sink.play(speech.pcm, speech.rate, speech.capture_start)
+        assert self.report.latency is not None
+        self.report.latency.record("available", speech.capture_end, entry.read_at)
+        self.report.latency.record("playback", speech.capture_end, started)
+        if speech.part == 0:
+            self.report.latency.record("first", speech.capture_end, started)
+        count_outcome("played", self.config.lang)
+        self.report.played.append(Played(
+            session=speech.session, seq=speech.seq, part=speech.part, speaker=speech.speaker,
+            text=speech.text, entry_id=entry.entry_id, capture_start=speech.capture_start,
+            capture_end=speech.capture_end, available=entry.read_at, started=started,
+            duration=speech.samples / speech.rate,
+        ))
+
+    async def _session_start(self, speech: Speech) -> float:
+        """When the speaker's session started (the WAV timeline origin), from the registry."""
+        if speech.session not in self._origins:
+            info = await self.registry.session(self.config.room, speech.session)
+            start = speech.capture_start if info is None or not info.started else min(
+                info.started, speech.capture_start)
+            self._origins[speech.session] = start
+        return self._origins[speech.session]

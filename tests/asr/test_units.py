@@ -1,0 +1,123 @@
+"""Pieces that need no model: guards, timeline, chunks, text normalization, settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workers.asr.decoder import Word, compression_ratio
+from workers.asr.guards import (
+    GuardConfig,
+    SpeechGate,
+    cut_at_audio_end,
+    is_stock_hallucination,
+    strip_repetitions,
+)
+from workers.asr.streaming import AudioChunk, RecognizerState, StreamConfig, StreamingRecognizer
+from workers.asr.textnorm import normalize_text, word_error_rate
+from workers.asr.timeline import Timeline
+
+
+def words(text: str, step: float = 0.3) -> list[Word]:
+    return [Word(" " + w, i * step, (i + 1) * step, 0.9) for i, w in enumerate(text.split())]
+
+
+def texts(ws: list[Word]) -> str:
+    return " ".join(w.text.strip() for w in ws)
+
+
+def test_repetition_loops_are_cut() -> None:
+    cfg = GuardConfig()
+    assert texts(strip_repetitions(words("no no no no no no"), cfg)) == "no no no"
+    loop = "thank you thank you thank you thank you"
+    assert texts(strip_repetitions(words(loop), cfg)) == "thank you thank you"
+    phrase = "printing then for our purpose printing then for our purpose printing"
+    assert texts(strip_repetitions(words(phrase), cfg)) == "printing then for our purpose"
+    ordinary = "one mississippi two mississippi three mississippi"
+    assert texts(strip_repetitions(words(ordinary), cfg)) == ordinary
+
+
+def test_repetition_of_committed_text_is_cut() -> None:
+    cfg = GuardConfig()
+    context = "may be considered as the art".split()
+    out = strip_repetitions(words("may be considered as the art of"), cfg, context)
+    assert out == []
+    fresh = strip_repetitions(words("of making books"), cfg, context)
+    assert texts(fresh) == "of making books"
+
+
+def test_zero_length_words_at_the_audio_end_are_cut() -> None:
+    ws = [Word(" a", 0.0, 0.4, 1.0), Word(" b", 0.4, 0.9, 1.0), Word(" c", 1.0, 1.0, 1.0)]
+    assert [w.text for w in cut_at_audio_end(ws, 1.0, GuardConfig())] == [" a", " b"]
+    assert len(cut_at_audio_end(ws, 3.0, GuardConfig())) == 3
+
+
+def test_stock_phrases_and_compression_ratio() -> None:
+    assert is_stock_hallucination(" Thanks for watching!")
+    assert not is_stock_hallucination("Thanks for coming to the meeting.")
+    assert compression_ratio("la " * 100) > 2.4
+    assert compression_ratio("An ordinary sentence of normal speech.") < 2.0
+
+
+def test_speech_gate_scores_silence_and_noise_as_non_speech() -> None:
+    gate = SpeechGate()
+    rng = np.random.default_rng(0)
+    gate.push(np.zeros(16000, dtype=np.float32))
+    gate.push((rng.standard_normal(16000) * 0.02).astype(np.float32))
+    assert gate.covered_until() == pytest.approx(2.0, abs=0.04)
+    assert gate.speech_seconds(0.0, 2.0) == 0.0
+    assert not gate.has_speech(0.0, 2.0)
+
+
+def test_timeline_maps_positions_across_gaps() -> None:
+    tl = Timeline()
+    tl.append(1000, 8000, 100.0, 100.0 + 7999 / 16000)
+    tl.append(9000, 8000, 100.5, 100.5 + 7999 / 16000)  # contiguous: merged
+    tl.append(40000, 8000, 103.0, 103.0 + 7999 / 16000)  # the capture side dropped audio
+    assert len(tl) == 24000
+    assert tl.offset_at(0) == 1000
+    assert tl.offset_at(16000) == 40000
+    assert tl.offset_at(24000) == 48000
+    assert tl.capture_time_at(8000) == pytest.approx(100.5)
+    assert tl.capture_time_at(16000 + 8000 - 1) == pytest.approx(103.0 + 7999 / 16000)
+    assert tl.position_of(40000) == 16000
+    assert tl.position_of(20000) is None
+    assert tl.next_offset == 48000
+
+
+def test_chunks_from_pcm_bytes() -> None:
+    pcm = (np.arange(800, dtype="<i2") * 3).tobytes()
+    chunk = AudioChunk.from_pcm(pcm, utterance=2, offset=16000, capture_start=5.0)
+    assert chunk.samples == 800
+    assert chunk.capture_end == pytest.approx(5.0 + 799 / 16000)
+    assert chunk.float_audio().dtype == np.float32
+    with pytest.raises(ValueError, match="odd number"):
+        AudioChunk.from_pcm(b"\x00\x01\x02", utterance=0, offset=0, capture_start=0.0)
+    with pytest.raises(ValueError, match="16000 Hz"):
+        AudioChunk.from_pcm(pcm, utterance=0, offset=0, capture_start=0.0, rate=8000)
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="task"):
+        StreamConfig(task="summarize")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="trim"):
+        StreamConfig(trim_sentence_s=20.0, trim_word_s=10.0)
+
+
+def test_state_round_trips_and_closed_utterances_are_ignored() -> None:
+    state = RecognizerState(7, 123456, "earlier text", "fr")
+    assert RecognizerState.from_dict(state.to_dict()) == state
+    closed = RecognizerState(3, 48000, "done.", None, utterance_closed=True)
+    rec = StreamingRecognizer(None, StreamConfig(), state=closed)
+    replayed = AudioChunk(3, 40000, np.zeros(8000, np.int16), 0.0, 0.5, utt_end=True)
+    assert rec.feed(replayed, decode=False) == []
+    assert rec.utterance is None
+    assert rec.snapshot() == RecognizerState(3, None, "done.", None, utterance_closed=True)
+
+
+def test_normalization_and_wer() -> None:
+    assert normalize_text("Hello, World!  It’s   re-used.") == "hello world it's re used"
+    assert word_error_rate(["the cat sat"], ["The cat, sat."]) == 0.0
+    assert word_error_rate(["a b c d"], ["a x c"]) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        word_error_rate(["a"], ["a", "b"])

@@ -1,0 +1,113 @@
+"""Worker processes killed with SIGKILL or stopped with SIGTERM (real subprocesses)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from bus_helpers import outputs, produce, register, wait_for
+
+from bus.keys import Partition
+from bus.settings import BusSettings
+
+N = 40
+
+
+def _spawn(settings: BusSettings, worker_id: str, delay_ms: float = 0) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "S2ST_REDIS_URL": settings.redis_url,
+        "S2ST_REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
+        "S2ST_KEY_PREFIX": settings.key_prefix,
+        "S2ST_WORKER_ID": worker_id,
+        "S2ST_LEASE_TTL_MS": str(settings.lease_ttl_ms),
+        "S2ST_HEARTBEAT_MS": str(settings.heartbeat_ms),
+        "S2ST_DISCOVERY_MS": str(settings.discovery_ms),
+        "S2ST_BLOCK_MS": str(settings.block_ms),
+        "S2ST_LOG_LEVEL": "warning",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "worker", "--input", "audio", "--output", "relayed",
+         "--delay-ms", str(delay_ms)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+async def _leases_of(client: Any, settings: BusSettings, parts: list[Partition]) -> list[str]:
+    vals = [await client.get(settings.keys.lease("relay", "audio", p)) for p in parts]
+    return [v.decode() if v else "" for v in vals]
+
+
+async def test_sigkill_mid_stream_moves_sessions_without_loss_or_duplicates(
+        settings: BusSettings, client: Any) -> None:
+    parts = [Partition(f"room{i % 2}", f"s{i}") for i in range(6)]
+    await register(client, settings.keys, parts, settings.redis_cluster)
+    a = _spawn(settings, "worker-a", delay_ms=5)
+    b = None
+    try:
+        async def a_owns_all() -> bool:
+            return all(v == "worker-a" for v in await _leases_of(client, settings, parts))
+
+        await wait_for(a_owns_all, timeout=20)
+        b = _spawn(settings, "worker-b", delay_ms=5)
+        for start in range(0, N, 5):
+            await asyncio.gather(*(produce(client, settings.keys, p, range(start, start + 5))
+                                   for p in parts))
+            if start == 15:
+                # A is mid-stream: entries read, not yet committed
+                a.send_signal(signal.SIGKILL)
+                a.wait(timeout=10)
+            await asyncio.sleep(0.05)
+        for p in parts:
+            await produce(client, settings.keys, p, range(0), end=True)
+
+        async def all_done() -> bool:
+            for p in parts:
+                if len(await outputs(client, settings.keys, p)) < N + 1:
+                    return False
+            return True
+
+        await wait_for(all_done, timeout=40)
+        await asyncio.sleep(0.3)
+        for p in parts:
+            got = await outputs(client, settings.keys, p)
+            assert got == [("audio", i) for i in range(N)] + [("control", 0)], p
+            pending = await client.xpending(settings.keys.stream("audio", p), "relay")
+            assert pending["pending"] == 0
+    finally:
+        for proc in (a, b):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+async def test_sigterm_drains_releases_and_exits_zero(settings: BusSettings, client: Any) -> None:
+    parts = [Partition("roomt", f"s{i}") for i in range(3)]
+    await register(client, settings.keys, parts, settings.redis_cluster)
+    proc = _spawn(settings, "worker-t", delay_ms=20)
+    try:
+        async def owns_all() -> bool:
+            return all(v == "worker-t" for v in await _leases_of(client, settings, parts))
+
+        await wait_for(owns_all, timeout=20)
+        for p in parts:
+            await produce(client, settings.keys, p, range(20))
+        await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 20)
+        assert code == 0, proc.stderr.read().decode() if proc.stderr else ""
+        assert await _leases_of(client, settings, parts) == ["", "", ""]
+        # what it read before the signal was finished and acknowledged, nothing left in flight
+        for p in parts:
+            info = await client.xpending(settings.keys.stream("audio", p), "relay")
+            assert info["pending"] == 0
+            got = await outputs(client, settings.keys, p)
+            assert [s for _t, s in got] == list(range(len(got)))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

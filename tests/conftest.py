@@ -1,0 +1,36 @@
+"""Shared fixtures: the development speech set and a per-test Redis namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEECH_DIR = Path(os.environ.get("S2ST_SPEECH_DIR", ROOT.parent / "shared" / "data" / "speech"))
+
+
+def load_manifest() -> list[dict[str, Any]]:
+    path = SPEECH_DIR / "manifest.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for row in rows:
+        row["path"] = SPEECH_DIR / row["audio"]
+    return rows
+
+
+@pytest.fixture(scope="session")
+def speech_dir() -> Path:
+    if not (SPEECH_DIR / "manifest.jsonl").exists():
+        pytest.fail(f"speech data set not found at {SPEECH_DIR} (set S2ST_SPEECH_DIR)")
+    return SPEECH_DIR
+
+
+@pytest.fixture(scope="session")
+def manifest(speech_dir: Path) -> dict[str, dict[str, Any]]:
+    """The development set's manifest, keyed by clip id; each row has an absolute `path`."""
+    return {row["id"]: row for row in load_manifest()}

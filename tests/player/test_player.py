@@ -1,0 +1,283 @@
+"""The player on a real Redis: pieces made from real speech, published in a live session's timing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from player_helpers import RATE, SegmentSpec, end_marker, keyed, load_clip, speech_pieces
+from prometheus_client import REGISTRY
+
+from bus.producer import Publisher
+from bus.registry import Registry
+from bus.settings import BusSettings
+from player_agent.outputs import WavSink
+from player_agent.player import Player, PlayerConfig, PlayReport, UnknownRoom
+
+ROOM = "hall"
+
+
+class ListSink:
+    """Records what is played; plays instantly (the output is never the bottleneck)."""
+
+    rate = RATE
+
+    def __init__(self) -> None:
+        self.pieces: list[tuple[int, float]] = []
+
+    async def play(self, pcm: bytes, rate: int, capture_start: float) -> float:
+        self.pieces.append((len(pcm), capture_start))
+        return time.time()
+
+    async def drain(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def clips(manifest: dict[str, Any]) -> list[np.ndarray]:
+    return [load_clip(manifest[cid]["path"], seconds=2.0)
+            for cid in ("fleurs_es_1764", "picovoice_cheetah_es", "fleurs_es_1820")]
+
+
+async def start_player(client: Any, settings: BusSettings, lang: str, sink: Any = None,
+                       **kw: Any) -> tuple[Player, asyncio.Event, asyncio.Task[PlayReport]]:
+    cfg = PlayerConfig(ROOM, lang, hold_s=0.05, deadline_s=0.4, block_ms=50, **kw)
+    player = Player(client, settings.keys, cfg, sink or ListSink())
+    stop = asyncio.Event()
+    task = asyncio.create_task(player.run(stop))
+    await asyncio.sleep(0.2)  # resolved its live position
+    return player, stop, task
+
+
+async def finish(stop: asyncio.Event, task: asyncio.Task[PlayReport], after: float = 0.8
+                 ) -> PlayReport:
+    await asyncio.sleep(after)
+    stop.set()
+    return await asyncio.wait_for(task, 5)
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_out_of_order_duplicated_late_and_missing(client: Any, settings: BusSettings,
+                                                        clips: list[np.ndarray]) -> None:
+    await Registry(client, settings.keys).register_session(ROOM, "s1", "en", "Ada")
+    pub = Publisher(client, settings)
+    key = settings.keys.room_stream("speech", ROOM, "es")
+    before = _metric("s2st_player_latency_seconds_count", kind="playback", lang="es")
+    _, stop, task = await start_player(client, settings, "es")
+    t0 = time.time()
+    seg0 = speech_pieces(ROOM, "es", SegmentSpec("s1", 0, t0, t0 + 2, clips[0], "a b c d"), 4)
+    seg1 = speech_pieces(ROOM, "es", SegmentSpec("s1", 1, t0 + 2, t0 + 4, clips[1], "e f g"), 3)
+    # part 1 before part 0, a duplicate; then part 3 a little late
+    await pub.publish_many(key, [seg0[1], seg0[0], seg0[1], seg0[2]])  # type: ignore[list-item]
+    await asyncio.sleep(0.1)
+    # part 0 redelivered after it was played; seg1 part 1 is lost: part 2 must be played
+    # after the deadline, not waited on forever
+    await pub.publish_many(key, [seg0[3], seg0[0], seg1[0], seg1[2]])  # type: ignore[list-item]
+    report = await finish(stop, task)
+    assert _metric("s2st_player_latency_seconds_count", kind="playback", lang="es") - before == 6
+    assert keyed(report.played) == [("s1", 0, 0), ("s1", 0, 1), ("s1", 0, 2), ("s1", 0, 3),
+                                    ("s1", 1, 0), ("s1", 1, 2)]
+    assert report.stats.duplicates == 2
+    assert report.stats.missing == 1
+    assert report.latency is not None
+    summary = report.latency.summary("playback")
+    assert summary.count == 6
+    assert report.latency.summary("first").count == 2  # one per segment
+    # the piece after the gap waited for the deadline (0.4 s) before it played
+    after_gap = report.played[-1]
+    assert after_gap.started - after_gap.available >= 0.35
+
+
+async def test_two_listeners_of_a_language_each_hear_everything(
+        client: Any, settings: BusSettings, clips: list[np.ndarray]) -> None:
+    reg = Registry(client, settings.keys)
+    await reg.register_session(ROOM, "s1", "en", "Ada")
+    await reg.register_session(ROOM, "s2", "en", "Bob")
+    pub = Publisher(client, settings)
+    players = [await start_player(client, settings, lang) for lang in ("es", "es", "fr")]
+    t0 = time.time()
+    published: dict[str, list[tuple[str, int, int]]] = {"es": [], "fr": []}
+    for lang in ("es", "fr"):
+        key = settings.keys.room_stream("speech", ROOM, lang)
+        for i, (session, clip) in enumerate((("s1", clips[0]), ("s2", clips[1]), ("s1", clips[2]))):
+            seq = i // 2 if session == "s1" else 0
+            pieces = speech_pieces(ROOM, lang, SegmentSpec(session, seq, t0 + 2 * i, t0 + 2 * i + 2,
+                                                           clip, "uno dos tres"), 3)
+            await pub.publish_many(key, pieces)  # type: ignore[arg-type]
+            published[lang] += keyed(pieces)
+    reports = [await finish(stop, task) for _, stop, task in players]
+    es1, es2, fr = (keyed(r.played) for r in reports)
+    assert es1 == es2 == published["es"]
+    assert fr == published["fr"]
+    # announced as listeners: both languages are targets of the room now
+    assert await reg.room_targets(ROOM) == ["es", "fr"]
+
+
+async def test_speakers_are_queued_without_overlap_in_speech_order(
+        client: Any, settings: BusSettings, clips: list[np.ndarray], tmp_path: Path) -> None:
+    reg = Registry(client, settings.keys)
+    await reg.register_session(ROOM, "s1", "en", "Ada")
+    await reg.register_session(ROOM, "s2", "en", "Bob")
+    pub = Publisher(client, settings)
+    key = settings.keys.room_stream("speech", ROOM, "es")
+    sink = WavSink(tmp_path / "mix.wav", paced=True)
+    _, stop, task = await start_player(client, settings, "es", sink)
+    t0 = time.time()
+    a = speech_pieces(ROOM, "es", SegmentSpec("s1", 0, t0, t0 + 1.0, clips[0][: RATE // 2], "a b"), 2)
+    b = speech_pieces(ROOM, "es", SegmentSpec("s2", 0, t0 + 0.2, t0 + 1.2, clips[1][: RATE // 2],
+                                              "c d"), 2)
+    # the two speakers' pieces arrive interleaved, the later speaker's first
+    await pub.publish_many(key, [b[0], a[0], b[1], a[1]])  # type: ignore[list-item]
+    report = await finish(stop, task, after=1.5)
+    sink.close()
+    assert keyed(report.played) == [("s1", 0, 0), ("s1", 0, 1), ("s2", 0, 0), ("s2", 0, 1)]
+    starts = [p.started for p in report.played]
+    ends = [p.started + p.duration for p in report.played]
+    assert all(starts[i + 1] >= ends[i] - 1e-6 for i in range(3)), "pieces overlap"
+
+
+async def test_late_listener_starts_at_live_unless_told_otherwise(
+        client: Any, settings: BusSettings, clips: list[np.ndarray]) -> None:
+    await Registry(client, settings.keys).register_session(ROOM, "s1", "en", "Ada")
+    pub = Publisher(client, settings)
+    key = settings.keys.room_stream("speech", ROOM, "es")
+    t0 = time.time()
+    old = speech_pieces(ROOM, "es", SegmentSpec("s1", 0, t0, t0 + 2, clips[0], "old words"), 2)
+    first_id = (await pub.publish_many(key, old))[0]  # type: ignore[arg-type]
+    _, stop, task = await start_player(client, settings, "es")
+    _, stop2, task2 = await start_player(client, settings, "es", position="0-0")
+    new = speech_pieces(ROOM, "es", SegmentSpec("s1", 1, t0 + 3, t0 + 5, clips[1], "new words"), 2)
+    await pub.publish_many(key, new)  # type: ignore[arg-type]
+    live_report, replay_report = await finish(stop, task), await finish(stop2, task2, after=0)
+    assert keyed(live_report.played) == [("s1", 1, 0), ("s1", 1, 1)]
+    assert keyed(replay_report.played) == keyed(old) + keyed(new)
+    assert replay_report.played[0].entry_id == first_id
+
+
+async def test_wav_output_lines_up_with_the_source_timeline(
+        client: Any, settings: BusSettings, clips: list[np.ndarray], tmp_path: Path) -> None:
+    reg = Registry(client, settings.keys)
+    info = await reg.register_session(ROOM, "s1", "en", "Ada")
+    pub = Publisher(client, settings)
+    key = settings.keys.room_stream("speech", ROOM, "es")
+    t0 = info.started
+    short = clips[0][: RATE // 2]
+    segs = [SegmentSpec("s1", 0, t0 + 1.0, t0 + 2.0, short, "uno"),
+            SegmentSpec("s1", 1, t0 + 1.2, t0 + 2.5, short, "dos"),  # would overlap: goes after
+            SegmentSpec("s1", 2, t0 + 4.0, t0 + 5.0, short, "tres")]
+    for seg in segs:
+        await pub.publish_many(key, speech_pieces(ROOM, "es", seg, 1))  # type: ignore[arg-type]
+    await pub.publish(key, end_marker(ROOM, "s1"))
+    await reg.end_session(ROOM, "s1")
+    out = tmp_path / "timeline.wav"
+    sink = WavSink(out, paced=False)
+    player = Player(client, settings.keys, PlayerConfig(ROOM, "es", position="0-0", hold_s=0.05,
+                    deadline_s=0.4, block_ms=50, until_ended=True), sink)
+    report = await asyncio.wait_for(player.run(), 10)
+    sink.close()
+    assert len(report.played) == 3
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == RATE
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    half = RATE // 2
+    expected = np.zeros(4 * RATE + half, dtype="<i2")
+    expected[RATE:RATE + half] = short
+    expected[RATE + half:RATE + 2 * half] = short
+    expected[4 * RATE:4 * RATE + half] = short
+    assert len(pcm) == len(expected)
+    assert np.array_equal(pcm, expected)
+
+
+async def test_unknown_room_and_bad_ids_are_refused(client: Any, settings: BusSettings) -> None:
+    with pytest.raises(UnknownRoom, match="does not exist"):
+        await Player(client, settings.keys, PlayerConfig("nowhere", "es"), ListSink()).run()
+    with pytest.raises(ValueError, match="invalid room id"):
+        PlayerConfig("a}b", "es")
+    with pytest.raises(ValueError, match="invalid language"):
+        PlayerConfig("hall", "es:x")
+
+
+async def test_until_ended_plays_speech_that_comes_after_the_speaker_stopped(
+        client: Any, settings: BusSettings, clips: list[np.ndarray]) -> None:
+    reg = Registry(client, settings.keys)
+    await reg.register_session(ROOM, "s1", "en", "Ada")
+    pub = Publisher(client, settings)
+    key = settings.keys.room_stream("speech", ROOM, "es")
+    player = Player(client, settings.keys, PlayerConfig(ROOM, "es", hold_s=0.05, deadline_s=0.4,
+                    block_ms=50, until_ended=True), ListSink())
+    task = asyncio.create_task(player.run())
+    await asyncio.sleep(0.6)  # the player saw the session active
+    await reg.end_session(ROOM, "s1")
+    await asyncio.sleep(0.8)  # translation and synthesis still running upstream
+    assert not task.done()
+    t0 = time.time()
+    pieces = speech_pieces(ROOM, "es", SegmentSpec("s1", 0, t0, t0 + 2, clips[0], "a b"), 2)
+    await pub.publish_many(key, [*pieces, end_marker(ROOM, "s1")])  # type: ignore[list-item]
+    report = await asyncio.wait_for(task, 5)
+    assert keyed(report.played) == [("s1", 0, 0), ("s1", 0, 1)]
+
+
+class FailingSink(ListSink):
+    async def play(self, pcm: bytes, rate: int, capture_start: float) -> float:
+        raise OSError("device unplugged")
+
+
+class FlakyRedis:
+    """The real client, but the first two XREADs fail as if Redis were restarting."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.failures = 2
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def xread(self, *args: Any, **kw: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("Connection refused")
+        return await self._client.xread(*args, **kw)
+
+
+async def test_a_failing_output_stops_the_player_with_the_error(
+        client: Any, settings: BusSettings, clips: list[np.ndarray]) -> None:
+    await Registry(client, settings.keys).register_session(ROOM, "s1", "en", "Ada")
+    player = Player(client, settings.keys, PlayerConfig(ROOM, "es", hold_s=0.0, block_ms=50),
+                    FailingSink())
+    task = asyncio.create_task(player.run())
+    await asyncio.sleep(0.3)
+    t0 = time.time()
+    await Publisher(client, settings).publish_many(
+        settings.keys.room_stream("speech", ROOM, "es"),
+        speech_pieces(ROOM, "es", SegmentSpec("s1", 0, t0, t0 + 1, clips[0], "a"), 1))  # type: ignore[arg-type]
+    with pytest.raises(OSError, match="device unplugged"):
+        await asyncio.wait_for(task, 5)
+
+
+async def test_the_reader_survives_a_redis_restart(
+        client: Any, settings: BusSettings, clips: list[np.ndarray]) -> None:
+    await Registry(client, settings.keys).register_session(ROOM, "s1", "en", "Ada")
+    flaky = FlakyRedis(client)
+    player = Player(flaky, settings.keys, PlayerConfig(ROOM, "es", hold_s=0.0, block_ms=50),
+                    ListSink())
+    stop = asyncio.Event()
+    task = asyncio.create_task(player.run(stop))
+    await asyncio.sleep(0.2)
+    t0 = time.time()
+    pieces = speech_pieces(ROOM, "es", SegmentSpec("s1", 0, t0, t0 + 1, clips[0], "a b"), 2)
+    await Publisher(client, settings).publish_many(
+        settings.keys.room_stream("speech", ROOM, "es"), pieces)  # type: ignore[arg-type]
+    report = await finish(stop, task, after=1.5)
+    assert flaky.failures == 0
+    assert keyed(report.played) == keyed(pieces)

@@ -1,0 +1,143 @@
+"""Command line of the TTS part: the `s2st tts` worker and `s2st bench tts`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from bus.settings import BusSettings, add_bus_options
+
+# flag -> the S2ST_TTS_* variable it overrides
+_TTS_FLAGS = {
+    "backends": "S2ST_TTS_BACKENDS",
+    "fallback": "S2ST_TTS_FALLBACK",
+    "first_words": "S2ST_TTS_FIRST_WORDS",
+    "max_words": "S2ST_TTS_MAX_WORDS",
+    "max_chars": "S2ST_TTS_MAX_CHARS",
+    "loudness_dbfs": "S2ST_TTS_LOUDNESS_DBFS",
+    "threads": "S2ST_TTS_THREADS",
+    "parallel": "S2ST_TTS_PARALLEL",
+    "warm": "S2ST_TTS_WARM",
+}
+
+
+def register(commands: Any, bench: Any) -> None:
+    """Add the TTS subcommands to the `s2st` parser (heavy imports happen when run)."""
+    _register_worker(commands)
+    parser = bench.add_parser(
+        "tts",
+        help="TTS time to first audio, real-time factor and memory per backend",
+        description=(
+            "Synthesize a 15-word sentence per BACKEND:LANG case, streamed in pieces, and "
+            "report load time, time to first audio, real-time factor (streamed and as one "
+            "call) and resident memory."
+        ),
+    )
+    parser.add_argument(
+        "--cases",
+        default="kokoro:es,piper:en,espeak:es,espeak:en",
+        help="comma-separated BACKEND:LANG pairs (default: %(default)s)",
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case (default: 3)")
+    parser.add_argument(
+        "--first-words", type=int, default=None, help="words in the first piece (default: 4)"
+    )
+    parser.add_argument("--json", default=None, help="write the results to this JSON file")
+    parser.set_defaults(func=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import format_report, run
+    from .splitter import SplitPolicy
+
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
+    split = SplitPolicy() if args.first_words is None else SplitPolicy(first_words=args.first_words)
+    cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+    report = run(cases, args.repeat, split, args.json)
+    print(format_report(report))
+    return 1 if any(row["error"] for row in report["results"]) else 0
+
+
+def _register_worker(commands: Any) -> None:
+    parser = commands.add_parser(
+        "tts",
+        help="run the TTS worker: committed translations -> speech pieces of the room",
+        description=(
+            "Speak the committed translations of every (session, language) stream and write "
+            "each speech piece to the room's speech stream as soon as it is synthesized. "
+            "Stops cleanly on SIGTERM/SIGINT (finishes the segment in hand, exits 0)."
+        ),
+    )
+    g = parser.add_argument_group("TTS (each flag overrides its S2ST_TTS_* variable)")
+    g.add_argument("--backends", help="S2ST_TTS_BACKENDS, e.g. es=kokoro,en=piper,*=espeak")
+    g.add_argument("--fallback", help="S2ST_TTS_FALLBACK (default espeak; empty: none)")
+    g.add_argument("--first-words", help="S2ST_TTS_FIRST_WORDS: words in a first piece (4)")
+    g.add_argument("--max-words", help="S2ST_TTS_MAX_WORDS: words in any piece (24)")
+    g.add_argument("--max-chars", help="S2ST_TTS_MAX_CHARS: longer text is cut (2000)")
+    g.add_argument("--loudness-dbfs", help="S2ST_TTS_LOUDNESS_DBFS: target level (-23)")
+    g.add_argument("--threads", help="S2ST_TTS_THREADS: onnxruntime threads per voice")
+    g.add_argument("--parallel", help="S2ST_TTS_PARALLEL: pieces synthesized at once (1)")
+    g.add_argument("--warm", help="S2ST_TTS_WARM: languages to load at start "
+                   "(default: those named in the backend table; 'none': load on first use)")
+    add_bus_options(parser)
+    parser.set_defaults(func=_worker)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from ops.runner import run_async
+
+    try:
+        stage = build_stage(args)
+    except ValueError as exc:
+        print(f"s2st tts: invalid settings: {exc}", file=sys.stderr)
+        return 2
+
+    async def main(settings: BusSettings) -> int:
+        from bus.runtime import Worker
+
+        from .stage import TtsStartupError
+
+        try:
+            await Worker(stage, settings).run(handle_signals=True)
+        except TtsStartupError as exc:
+            print(f"s2st tts: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run_async(args, main)
+
+
+def build_stage(args: argparse.Namespace, env: dict[str, str] | None = None) -> Any:
+    """The TTS stage from S2ST_TTS_* variables and flags; ValueError names a bad setting."""
+    from .config import TtsConfig
+    from .engine import TtsEngine
+    from .stage import TTSStage
+
+    env = dict(os.environ if env is None else env)
+    for flag, variable in _TTS_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            env[variable] = str(value)
+    config = TtsConfig.from_env(env)
+    threads = _positive(env, "S2ST_TTS_THREADS")
+    parallel = _positive(env, "S2ST_TTS_PARALLEL") or 1
+    if threads is not None:
+        os.environ["S2ST_TTS_THREADS"] = str(threads)  # read by the ONNX voices when they load
+    warm = env.get("S2ST_TTS_WARM", "").strip()
+    warm_langs = None
+    if warm:
+        warm_langs = [] if warm.lower() == "none" else [x.strip() for x in warm.split(",")
+                                                        if x.strip()]
+    return TTSStage(TtsEngine(config), warm_langs=warm_langs, parallel=parallel)
+
+
+def _positive(env: dict[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be an integer >= 1, not {raw!r}")
+    return int(raw)

@@ -1,0 +1,210 @@
+"""The TTS stage on the bus: committed translations in, speech pieces out as each is ready.
+
+One input stream per session and language (`translation:{room}:{session}:{lang}`). Each
+committed translation is synthesized by the engine, piece by piece, in a thread, and every
+piece is written to the room's speech stream of that language (`speech:{room}:{lang}`) the
+moment it is ready, so a player can start the first piece while the rest is synthesized.
+The input is acknowledged once the segment's last piece is written. If the worker dies
+mid-segment, the segment is redelivered, synthesized again, and the parts already written
+are skipped by the bus's deduplication on (session, seq, part).
+
+Partial translations (captions) are acknowledged and ignored. The end marker is forwarded
+to the room's speech stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncGenerator, Iterator, Sequence
+
+from bus.events import ControlEvent, Speech, Translation
+from bus.logs import get_logger
+from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
+
+from . import metrics
+from .backends import base_lang
+from .config import TtsConfig
+from .engine import SpeechPiece, TtsEngine
+
+log = get_logger("s2st.tts")
+
+# Languages that stand for the `*` entry of the backend table when warming up.
+_WILDCARD_PROBES = ("en", "es", "fr", "de", "it", "pt")
+
+
+class StreamLost(RuntimeError):
+    """The stream's lease was lost mid-segment: stop, the new owner speaks it again."""
+
+
+class TtsStartupError(RuntimeError):
+    """A configured language cannot be spoken by any backend on this host."""
+
+
+def default_warm_langs(config: TtsConfig) -> list[str]:
+    """The languages named in the backend table, plus one that stands for `*`."""
+    langs = [lang for lang in config.backends if lang != "*"]
+    if "*" in config.backends:
+        named = {base_lang(lang) for lang in langs}
+        spare = next((lang for lang in _WILDCARD_PROBES if lang not in named), None)
+        if spare is not None:
+            langs.append(spare)
+    return langs
+
+
+class TTSStage(Stage):
+    """Speaks the committed translations of each (session, language) stream.
+
+    ``engine``: a ready engine (tests inject backends through it); by default one from the
+    S2ST_TTS_* variables. ``warm_langs``: languages whose backends are loaded in ``setup``
+    (default: those the backend table names). ``parallel``: pieces synthesized at the same
+    time across all streams of this process (each ONNX voice already uses several threads).
+    """
+
+    name = "tts"
+    input_family = "translation"
+    per_lang = True
+
+    def __init__(
+        self,
+        engine: TtsEngine | None = None,
+        *,
+        warm_langs: Sequence[str] | None = None,
+        parallel: int = 1,
+    ) -> None:
+        if parallel < 1:
+            raise ValueError(f"parallel must be at least 1, not {parallel}")
+        self.engine = engine or TtsEngine(TtsConfig.from_env())
+        self.warm_langs = (
+            list(warm_langs) if warm_langs is not None else default_warm_langs(self.engine.config)
+        )
+        self.parallel = parallel
+        self._slots: asyncio.Semaphore | None = None  # made in the worker's event loop
+        self._speakable: dict[str, bool] = {}
+        self._failures_exported: Counter[str] = Counter()
+
+    async def setup(self) -> None:
+        """Load the configured voices once, before the first segment."""
+        self._slots = asyncio.Semaphore(self.parallel)
+        if not self.warm_langs:
+            return
+        started = time.perf_counter()
+        ready = await asyncio.to_thread(self.engine.warm_up, self.warm_langs)
+        self._export_failures()
+        for lang, backend in ready.items():
+            chain = self.engine.config.chain(lang)
+            if backend == "none":
+                raise TtsStartupError(
+                    f"no TTS backend can speak {lang!r} on this host (chain: {', '.join(chain)})"
+                )
+            if backend != chain[0]:
+                log.warning("tts voice unavailable, falling back", lang=lang,
+                            configured=chain[0], using=backend)
+        log.info("tts voices ready", voices=ready,
+                 seconds=round(time.perf_counter() - started, 2))
+
+    async def handle(self, ctx: PartitionContext, delivery: Delivery) -> list[Emit]:
+        event = delivery.event
+        lang = ctx.partition.lang or ""
+        out = ctx.room_stream("speech", lang)
+        if delivery.is_end:
+            marker = ctx.end_marker(event, t_in=delivery.t_in, seq=event.seq)
+            return [Emit(out, marker, dedup=False)]
+        if isinstance(event, ControlEvent):
+            return []  # announcements other than the end: nothing to speak
+        if not isinstance(event, Translation):
+            raise Reject(f"the tts stage reads translations, not {event.type!r} events")
+        if event.kind != "committed":
+            return []  # partial translations are captions only
+        if event.lang.lower() != lang.lower():
+            raise Reject(f"a {event.lang!r} translation in the {lang!r} stream")
+        if not await self._can_speak(lang):
+            raise Reject(f"no TTS backend speaks {lang!r} "
+                         f"(chain: {', '.join(self.engine.config.chain(lang)) or 'empty'})")
+        await self._speak(ctx, delivery, event, out)
+        return []
+
+    async def _speak(
+        self, ctx: PartitionContext, delivery: Delivery, event: Translation, out: str
+    ) -> None:
+        """Write each piece of the segment to ``out`` as soon as it is synthesized."""
+        written = 0
+        pieces = self._pieces(event.text, event.lang, ctx.partition.session, ctx.session.speaker)
+        try:
+            async with contextlib.aclosing(pieces):
+                async for piece in pieces:
+                    speech = self._speech(ctx, delivery, event, piece)
+                    if not await ctx.publish([Emit(out, speech)]):
+                        raise StreamLost(f"lost {ctx.input_key} at part {piece.part}")
+                    if written == 0:
+                        metrics.TTFA_SECONDS.labels(event.lang).observe(
+                            time.time() - delivery.t_in)
+                    written += 1
+                    self._observe(piece)
+        except ValueError as exc:
+            if written:
+                raise
+            raise Reject(f"text rejected by the TTS engine: {exc}") from exc
+        finally:
+            self._export_failures()
+        if not written:
+            metrics.EMPTY_SEGMENTS.labels(event.lang).inc()
+
+    def _speech(
+        self, ctx: PartitionContext, delivery: Delivery, event: Translation, piece: SpeechPiece
+    ) -> Speech:
+        return ctx.derive(
+            Speech, event, t_in=delivery.t_in,
+            seq=event.seq, part=piece.part, last=piece.last, lang=event.lang,
+            src_seq=event.src_seq, utterance=event.utterance, text=piece.text,
+            rate=piece.rate, samples=piece.samples, duration=piece.duration,
+            voice=piece.voice, backend=piece.backend, speaker=ctx.session.speaker, pcm=piece.pcm,
+        )
+
+    async def _pieces(
+        self, text: str, lang: str, session: str, speaker: str
+    ) -> AsyncGenerator[SpeechPiece, None]:
+        """The engine's pieces, each synthesized in a thread; the next piece is already being
+        synthesized while the caller writes the current one."""
+        synthesis = self.engine.speak(text, lang, session=session, speaker=speaker)
+        pending = asyncio.ensure_future(self._next_piece(synthesis))
+        try:
+            while (piece := await pending) is not None:
+                pending = asyncio.ensure_future(self._next_piece(synthesis))
+                yield piece
+        finally:
+            if pending.done():
+                if not pending.cancelled():
+                    pending.exception()  # retrieved: the caller is already failing
+            else:
+                pending.cancel()  # a running thread finishes its piece; it is dropped
+
+    async def _next_piece(self, synthesis: Iterator[SpeechPiece]) -> SpeechPiece | None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.parallel)
+        async with self._slots:
+            return await asyncio.to_thread(next, synthesis, None)
+
+    async def _can_speak(self, lang: str) -> bool:
+        key = lang.lower()
+        if key not in self._speakable:
+            self._speakable[key] = await asyncio.to_thread(self.engine.can_speak, lang)
+        return self._speakable[key]
+
+    def _observe(self, piece: SpeechPiece) -> None:
+        metrics.PIECES.labels(piece.lang, piece.backend).inc()
+        if piece.duration > 0:
+            metrics.SYNTH_RTF.labels(piece.lang, piece.backend).observe(
+                piece.synth_s / piece.duration)
+        if piece.fallback:
+            metrics.FALLBACKS.labels(piece.lang, piece.backend).inc()
+
+    def _export_failures(self) -> None:
+        """Bring the Prometheus counter up to the engine's failure counts."""
+        for backend, count in list(self.engine.stats.failures.items()):
+            delta = count - self._failures_exported[backend]
+            if delta > 0:
+                metrics.BACKEND_FAILURES.labels(backend).inc(delta)
+                self._failures_exported[backend] = count
