@@ -329,6 +329,14 @@ class Worker:
         lease_key = self.keys.lease(self.group, self.stage.input_family, part)
         if part in self._finished_cache:
             return False
+        key = self.keys.stream(self.stage.input_family, part)
+        missing = not info.active and not await self.r.exists(key)
+        if missing and time.time() - (info.ended or info.last_seen or info.started) \
+                <= self._never_after_s:
+            # The session ended and nothing was written here yet. An upstream stage may still
+            # be working on it (a short session captured or replayed faster than real time
+            # ends before its first transcript exists): look again at the next discovery.
+            return False
         got = await self.r.set(lease_key, self.worker_id, nx=True, px=self.settings.lease_ttl_ms)
         if not got:
             return False
@@ -338,9 +346,8 @@ class Worker:
             self._finished_cache.add(part)
             await self.scripts.release(keys=[lease_key], args=[self.worker_id])
             return False
-        key = self.keys.stream(self.stage.input_family, part)
-        if not info.active and not await self.r.exists(key):
-            # ended before anything was written for it: nothing to do, ever
+        if missing and not await self.r.exists(key):
+            # ended so long ago that the stream would have been trimmed: nothing to do, ever
             await self.r.hset(self.keys.progress(part.room), self._fin_field(part), "1")
             await self.scripts.release(keys=[lease_key], args=[self.worker_id])
             self._finished_cache.add(part)
@@ -736,6 +743,12 @@ class Worker:
 
     def _fin_field(self, part: Partition) -> str:
         return self.keys.finished_field(self.group, self.stage.input_family, part)
+
+    @property
+    def _never_after_s(self) -> float:
+        """How long after a session ended its input stream may still appear (the retention
+        window: by then it would be trimmed; an hour when streams are capped by length)."""
+        return self.settings.retention_s if self.settings.retention_s > 0 else 3600.0
 
     # -- lag --------------------------------------------------------------------------
     async def _lag_loop(self) -> None:

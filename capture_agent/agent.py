@@ -132,9 +132,8 @@ class CaptureAgent:
                 return EXIT_INPUT
             return await self._run_session(publisher, loop)
         finally:
-            if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
+            # the signal handlers stay until the loop closes: removed here, a SIGTERM from a
+            # supervisor during the last awaits would kill the process by the default action
             if server is not None:
                 server.shutdown()
             if own_client:

@@ -11,7 +11,7 @@ import pytest
 
 from workers.asr.audio import load_audio
 from workers.asr.batching import BatchScheduler
-from workers.asr.decoder import DecodeRequest, WhisperDecoder
+from workers.asr.decoder import DecodeRequest, WhisperDecoder, Word
 from workers.asr.simulate import make_chunks, replay
 from workers.asr.streaming import (
     AudioChunk,
@@ -131,7 +131,9 @@ def test_takeover_mid_utterance_neither_drops_nor_repeats(
     reference = " ".join(manifest[f"ljspeech_{s['utt']}"]["transcript"] for s in segments[:3])
     chunks = make_chunks(audio[: int(end_s * 16000)], chunk_s=0.5, utterance=4)
 
-    for cut in (15, 31):  # takeover after 7.5 s and 15.5 s
+    # takeover after 7.5 s and 15.5 s; the worker's state carries the open utterance's
+    # committed words (with times), an older state only their text in the prompt
+    for cut, with_words in ((15, True), (31, True), (31, False)):
         first = StreamingRecognizer(tiny_decoder, StreamConfig())
         before: list[Update] = []
         for chunk in chunks[:cut]:
@@ -139,11 +141,16 @@ def test_takeover_mid_utterance_neither_drops_nor_repeats(
         commits = [u for u in before if u.kind == "committed" and u.words]
         assert commits, "something was committed before the takeover"
         # What the new owner knows comes from the transcript stream alone.
+        words = tuple(Word(" " + w.text.strip(), w.start, w.end, w.probability)
+                      for u in commits for w in u.words)
         state = RecognizerState(
             utterance=commits[-1].utterance,
             committed_until=commits[-1].sample_end,
-            prompt=committed_text(before),
+            prompt="" if with_words else committed_text(before),
+            words=words if with_words else (),
         )
+        if with_words:
+            assert first.snapshot() == state
         second, caught_up = StreamingRecognizer.resume(tiny_decoder, state, chunks[:cut])
         after = caught_up + run_stream(second, chunks[cut:])
         joined = committed_text(before) + " " + committed_text(after)

@@ -25,7 +25,7 @@ from capture_agent.pipeline import CaptureConfig, CaptureProcessor
 from capture_agent.publisher import to_event
 from capture_agent.sources import FileSource
 from workers.asr.stage import ASRConfig, ASRStage
-from workers.asr.textnorm import word_error_rate
+from workers.asr.textnorm import normalize_text, word_error_rate
 
 pytestmark = pytest.mark.slow
 CLIP = "ljspeech_LJ001-0001_to_0032_continuous"
@@ -90,6 +90,9 @@ def _check_committed(events: list[Any], reference: str) -> list[Transcript]:
         assert b.sample_start >= a.sample_end - 1600, (a.text, b.text)
     wer = word_error_rate([reference], [" ".join(e.text for e in committed)])
     assert wer < 0.15, (wer, [e.text for e in committed])
+    # nothing said twice (a repeat inside one event would not show in the sample ranges)
+    got = normalize_text(" ".join(e.text for e in committed)).split()
+    assert abs(len(got) - len(normalize_text(reference).split())) <= 3, got
     return committed
 
 

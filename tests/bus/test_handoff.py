@@ -189,3 +189,46 @@ async def test_a_finished_stream_is_never_taken_again(settings: BusSettings, cli
         assert not await worker._try_acquire(part, info)
         assert part not in worker.owned
         assert await client.get(settings.keys.lease("relay", "audio", part)) is None
+
+
+async def test_a_session_that_ended_before_its_stream_existed_is_still_handled(
+        settings: BusSettings, client: Any) -> None:
+    """A short session replayed as fast as possible ends before the upstream stage wrote the
+    first entry of this stage's input: the stage must wait for it, not give the stream up."""
+    part = Partition("roome", "s1")
+    reg = Registry(client, settings.keys, cluster=settings.redis_cluster)
+    await reg.register_session(part.room, part.session, "en")
+    await reg.end_session(part.room, part.session, "replayed")
+    downstream = RelayStage("relay2", input_family="relayed", output_family="relayed2")
+    async with run_worker(downstream, settings) as worker:
+        await asyncio.sleep(5 * settings.discovery_ms / 1000)  # several discovery rounds
+        assert part not in worker._finished_cache
+        assert not await client.hexists(settings.keys.progress(part.room),
+                                        settings.keys.finished_field("relay2", "relayed", part))
+        async with run_worker(RelayStage(), settings.model_copy(
+                update={"worker_id": settings.worker_id + "-up"})):
+            await produce(client, settings.keys, part, range(3), end=True)
+
+            async def through() -> bool:
+                return len(await outputs(client, settings.keys, part, "relayed2")) == 4
+
+            await wait_for(through)
+    got = await outputs(client, settings.keys, part, "relayed2")
+    assert got == [("audio", 0), ("audio", 1), ("audio", 2), ("control", 0)]
+
+
+async def test_a_stream_never_written_is_given_up_after_the_retention_window(
+        settings: BusSettings, client: Any) -> None:
+    part = Partition("roomg", "s1")
+    reg = Registry(client, settings.keys, cluster=settings.redis_cluster)
+    await reg.register_session(part.room, part.session, "en")
+    await reg.end_session(part.room, part.session, "stopped")
+    short = settings.model_copy(update={"retention_s": 1.0})
+    async with run_worker(RelayStage(), short) as worker:
+        fin = settings.keys.finished_field("relay", "audio", part)
+
+        async def given_up() -> bool:
+            return bool(await client.hexists(settings.keys.progress(part.room), fin))
+
+        await wait_for(given_up, timeout=10)
+        assert part in worker._finished_cache and part not in worker.owned

@@ -28,6 +28,7 @@ from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
 
 from .batching import BatchScheduler
 from .decoder import SAMPLE_RATE, DecoderOptions, WhisperDecoder
+from .decoder import Word as EngineWord
 from .streaming import AudioChunk as EngineChunk
 from .streaming import RecognizerState, StreamConfig, StreamingRecognizer, Update
 
@@ -185,14 +186,24 @@ class ASRStage(Stage):
                 committed.append(ev)
         if not committed:
             return None, 0, []
-        last = committed[0]
+        last = committed[0]  # newest first
         history = [ev.text for ev in reversed(committed[:20])]
+        open_utterance: list[Transcript] = []
+        if not last.final:
+            for ev in committed:
+                if ev.utterance != last.utterance:
+                    break
+                open_utterance.append(ev)
+            open_utterance.reverse()
+        earlier = [ev.text for ev in reversed(committed[len(open_utterance):][:20])]
         state = RecognizerState(
             utterance=last.utterance,
             committed_until=last.sample_end,
-            prompt=" ".join(history),
+            prompt=" ".join(earlier),
             language=(last.source_lang or last.lang) if last.lang != "auto" else None,
             utterance_closed=last.final,
+            words=tuple(EngineWord(" " + w.word, w.start, w.end, w.prob)
+                        for ev in open_utterance for w in ev.words),
         )
         return state, last.seq + 1, history
 

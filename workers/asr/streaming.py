@@ -167,17 +167,25 @@ class RecognizerState:
     """What a new owner needs to continue a session without dropping or repeating words.
 
     All of it is in the transcript stream: the last committed event's utterance, its
-    ``sample_end`` and ``final`` flag, and the recent committed text (for the prompt).
+    ``sample_end`` and ``final`` flag, the recent committed text (for the prompt) and the
+    words already committed in the open utterance, with their times.
     """
 
     utterance: int | None  # the utterance being recognized (None: between utterances)
     committed_until: int | None  # session sample offset where committed words end
-    prompt: str = ""  # tail of the committed text of the session
+    prompt: str = ""  # committed text of the session before ``words``
     language: str | None = None  # language locked for the current utterance
     utterance_closed: bool = False  # the utterance's final commit was already published
+    # the open utterance's committed words, times in session seconds (offset / 16 kHz); with
+    # them the new owner decodes exactly as the old one did: committed words in its buffer
+    # are forced as the decoder's prefix, so the words after them are neither dropped nor
+    # repeated. Without them (an older state) only the prompt carries the text.
+    words: tuple[Word, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["words"] = [[w.text, w.start, w.end, w.probability] for w in self.words]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RecognizerState:
@@ -187,6 +195,8 @@ class RecognizerState:
             prompt=data.get("prompt") or "",
             language=data.get("language"),
             utterance_closed=bool(data.get("utterance_closed", False)),
+            words=tuple(Word(str(t), float(a), float(b), float(p))
+                        for t, a, b, p in data.get("words") or ()),
         )
 
 
@@ -223,6 +233,7 @@ class StreamingRecognizer:
         self._closed_utterance: int | None = None
         self._session_language: str | None = None  # last language locked (`auto`)
         self._resume_at: int | None = None  # session offset to treat as committed after resume
+        self._resume_words: tuple[Word, ...] = ()  # committed words to restore at that point
         self._pending: PendingDecode | None = None
         self._start_utterance(None)
         if state is not None:
@@ -233,6 +244,7 @@ class StreamingRecognizer:
                 else:
                     self._utterance = state.utterance
                     self._resume_at = state.committed_until
+                    self._resume_words = state.words
                     self._language = state.language
                     self._lang_locked = state.language is not None
             self._session_language = state.language
@@ -337,7 +349,7 @@ class StreamingRecognizer:
             self._drop_front(len(self._audio) - int(MAX_BUFFER_S * SAMPLE_RATE))
 
     def _try_resume(self) -> None:
-        """After a takeover: start the buffer where the committed words end."""
+        """After a takeover: continue where the committed words end."""
         assert self._resume_at is not None
         position = self._timeline.position_of(self._resume_at)
         if position is None:
@@ -350,10 +362,37 @@ class StreamingRecognizer:
         self._committed_end = position / SAMPLE_RATE
         self._any_commit = position > 0
         self._decoded_until = position
-        # Keep a little audio before the committed point as acoustic context; the words
-        # decoded there are dropped again by time and by overlap with the prompt's tail.
+        restored = self._restore_words()
+        if restored:
+            # As if this recognizer had committed them: they are the decoder's forced prefix
+            # while in the buffer, and the buffer is trimmed by the usual policy.
+            self._committed_words = restored
+            self._committed_end = max(self._committed_end, restored[-1].end)
+            self._any_commit = True
+            self._scrolled = sum(1 for w in restored
+                                 if w.end <= self._buffer_start / SAMPLE_RATE + 0.05)
+            self._trim()
+            return
+        # No word times: keep a little audio before the committed point as acoustic context;
+        # the words decoded there are dropped again by time and by overlap with the prompt.
         keep = round(self.config.resume_context_s * SAMPLE_RATE)
         self._drop_front(position - keep - self._buffer_start)
+
+    def _restore_words(self) -> list[Word]:
+        """The state's committed words in utterance time; those before the re-read audio
+        (a long utterance partly out of the scan) become part of the prompt history."""
+        restored: list[Word] = []
+        for w in self._resume_words:
+            start = self._timeline.position_of(round(w.start * SAMPLE_RATE))
+            if start is None:
+                if not restored:
+                    self._history = _join(self._history, w.text)
+                continue
+            end = self._timeline.position_of(round(w.end * SAMPLE_RATE))
+            end = start if end is None else max(start, end)
+            restored.append(Word(w.text, start / SAMPLE_RATE, end / SAMPLE_RATE, w.probability))
+        self._resume_words = ()
+        return restored
 
     # -- decoding ----------------------------------------------------------------------
     def prepare(self) -> PendingDecode | None:
@@ -654,15 +693,20 @@ class StreamingRecognizer:
         if self._utterance is None:
             closed = self._closed_utterance
             return RecognizerState(closed, None, history, None, utterance_closed=closed is not None)
-        committed_until: int | None = self._resume_at
-        if self._resume_at is None and self._any_commit:
+        if self._resume_at is not None:
+            return RecognizerState(self._utterance, self._resume_at, history,
+                                   self._language if self._lang_locked else None,
+                                   words=self._resume_words)
+        committed_until: int | None = None
+        if self._any_commit:
             committed_until = self._timeline.offset_at(round(self._committed_end * SAMPLE_RATE))
-        return RecognizerState(
-            self._utterance,
-            committed_until,
-            _join(self._history, self._utterance_text())[-self.config.prompt_chars * 4 :],
-            self._language if self._lang_locked else None,
-        )
+        words = tuple(
+            Word(w.text, self._timeline.offset_at(round(w.start * SAMPLE_RATE)) / SAMPLE_RATE,
+                 self._timeline.offset_at(round(w.end * SAMPLE_RATE)) / SAMPLE_RATE,
+                 w.probability)
+            for w in self._committed_words)
+        return RecognizerState(self._utterance, committed_until, history,
+                               self._language if self._lang_locked else None, words=words)
 
     @classmethod
     def resume(
