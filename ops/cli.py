@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +27,7 @@ COMMAND_MODULES = (
     "ops.replay",
     "ops.export",
     "ops.acl",
+    "ops.evaluation.cli",
 )
 
 DESCRIPTION = """\
@@ -85,5 +87,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The process entry point (`s2st` and `python -m ops.cli`)."""
+    code = main()
+    # The command is done: a SIGTERM from now on (a supervisor stopping a child that has
+    # just finished on its own) must not turn the exit status into "killed by a signal"
+    # while the interpreter shuts down. The event loop put back the default action when it
+    # closed; only this process ignores it, for the moments it has left.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

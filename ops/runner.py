@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -23,7 +21,7 @@ def run_async(
     settings = settings_from_args(args)
     configure_logging(settings.log_format, settings.log_level)
     try:
-        return int(asyncio.run(_then_ignore_sigterm(main(settings))) or 0)
+        return int(asyncio.run(main(settings)) or 0)
     except RedisUnavailable as exc:
         print(f"s2st: {exc}", file=sys.stderr)
         return 3
@@ -32,18 +30,3 @@ def run_async(
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-async def _then_ignore_sigterm(work: Coroutine[Any, Any, int | None]) -> int | None:
-    """Run ``work``; once it is over, a SIGTERM no longer kills the process.
-
-    A supervisor stopping a child that just finished on its own (a player at the end of the
-    room's speech) would otherwise hit it after the event loop removed its handlers and the
-    default action applied: an exit by signal instead of the status the command returned.
-    """
-    try:
-        return await work
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,11 @@ def _check_committed(events: list[Any], reference: str) -> list[Transcript]:
     assert wer < 0.15, (wer, [e.text for e in committed])
     # nothing said twice (a repeat inside one event would not show in the sample ranges)
     got = normalize_text(" ".join(e.text for e in committed)).split()
-    assert abs(len(got) - len(normalize_text(reference).split())) <= 3, got
+    ref = normalize_text(reference).split()
+    grams = Counter(tuple(got[i:i + 4]) for i in range(len(got) - 3))
+    in_ref = Counter(tuple(ref[i:i + 4]) for i in range(len(ref) - 3))
+    repeated = [g for g, n in grams.items() if n > max(1, in_ref[g])]
+    assert not repeated, (repeated, " | ".join(e.text for e in committed))
     return committed
 
 
