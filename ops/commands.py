@@ -51,6 +51,7 @@ def register(commands: Any, bench: Any) -> None:
     b.add_argument("--rate", type=float, default=2000.0,
                    help="offered events/s for the latency run (0 = skip it)")
     b.add_argument("--duration", type=float, default=5.0, help="seconds of the latency run")
+    b.add_argument("--workers", type=int, default=1, help="relay worker processes per stage")
     b.add_argument("--json", help="write the results here")
     add_bus_options(b)
     b.set_defaults(func=_bench_bus)
@@ -116,7 +117,7 @@ def _bench_bus(args: argparse.Namespace) -> int:
     async def main(settings: BusSettings) -> int:
         await run_bench(settings, sessions=[int(x) for x in args.sessions.split(",")],
                         events=args.events, rate=args.rate, duration=args.duration,
-                        json_path=args.json)
+                        json_path=args.json, workers_per_stage=args.workers)
         return 0
 
     return run_async(args, main)

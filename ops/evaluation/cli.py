@@ -64,6 +64,9 @@ def register(commands: Any, bench: Any) -> None:
                    help="keep the eval's streams in Redis (default: deleted at the end)")
     add_stack_options(p)
     p.set_defaults(func=cmd_eval)
+    from ops.evaluation import scale
+
+    scale.register(bench)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -113,7 +113,7 @@ def test_manifest_selection(tmp_path: Path) -> None:
         select(clips, patterns=["nothing"])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x"}\n')
-    with pytest.raises(ManifestError, match="bad.jsonl:1"):
+    with pytest.raises(ManifestError, match=r"bad\.jsonl:1"):
         load(bad)
 
 
