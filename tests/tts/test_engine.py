@@ -40,7 +40,8 @@ class Crashing:
     def voices(self, lang: str) -> list[str]:
         return ["primary-a", "primary-b"]
 
-    def synthesize(self, text: str, lang: str, voice: str | None = None) -> Audio:
+    def synthesize(self, text: str, lang: str, voice: str | None = None,
+                   speed: float = 1.0) -> Audio:
         call = self.calls
         self.calls += 1
         if self.crash_on is None or call in self.crash_on:
@@ -117,7 +118,8 @@ class Broken:
     def voices(self, lang: str) -> list[str]:
         return ["x"]
 
-    def synthesize(self, text: str, lang: str, voice: str | None = None) -> Audio:
+    def synthesize(self, text: str, lang: str, voice: str | None = None,
+                   speed: float = 1.0) -> Audio:
         raise MemoryError("out of memory")
 
 
@@ -205,7 +207,8 @@ class Garbage:
     def voices(self, lang: str) -> list[str]:
         return ["g"]
 
-    def synthesize(self, text: str, lang: str, voice: str | None = None) -> Audio:
+    def synthesize(self, text: str, lang: str, voice: str | None = None,
+                   speed: float = 1.0) -> Audio:
         return self.audio
 
 

@@ -27,6 +27,7 @@ from workers.tts.audio import gated_rms_dbfs, to_float
 from workers.tts.backends import Audio, SynthesisError
 from workers.tts.config import TtsConfig, parse_backends
 from workers.tts.engine import TtsEngine
+from workers.tts.pacing import PaceConfig
 from workers.tts.stage import TTSStage, default_warm_langs
 
 from .conftest import FLEURS_ES, LJ_EN
@@ -48,13 +49,14 @@ LONG_EN = (
 
 def translation(seq: int, lang: str, text: str, *,
                 kind: Literal["partial", "committed"] = "committed",
-                session: str = SESSION) -> Translation:
-    start = 1000.0 + seq
+                session: str = SESSION, age_s: float = 3.0) -> Translation:
+    """A translation of source words that ended ``age_s`` ago (live: the voice's own pace)."""
+    start = time.time() - age_s - 2.5 + seq * 0.01
     return Translation(
         room=ROOM, session=session, seq=seq, capture_start=start, capture_end=start + 2.5,
         kind=kind, utterance=seq // 2, src_seq=seq, src_seq_first=max(0, seq - 1),
         src_lang="en", lang=lang, text=text, emitted=time.time(),
-        trace=[Hop(stage="mt", worker="mt-1", t_in=start + 3.0, t_out=start + 3.2)],
+        trace=[Hop(stage="mt", worker="mt-1", t_in=start + 2.6, t_out=start + 2.7)],
     )
 
 
@@ -104,8 +106,13 @@ async def until_ended(client: Any, settings: BusSettings, lang: str,
     return await room_speech(client, settings, lang)
 
 
-def engine(backends: str, fallback: str = "espeak", **synths: Any) -> TtsEngine:
-    return TtsEngine(TtsConfig(backends=parse_backends(backends), fallback=fallback), synths)
+UNPACED = PaceConfig(max_speed=1.0, late_s=0.0)  # segments sent in a burst: no catching up
+
+
+def engine(backends: str, fallback: str = "espeak", pace: PaceConfig = UNPACED,
+           **synths: Any) -> TtsEngine:
+    return TtsEngine(TtsConfig(backends=parse_backends(backends), fallback=fallback,
+                               pace=pace), synths)
 
 
 def segments(events: list[Any]) -> dict[int, list[Speech]]:
@@ -171,7 +178,8 @@ class FailsOnText:
     def voices(self, lang: str) -> list[str]:
         return list(self.voice.voices(lang))
 
-    def synthesize(self, text: str, lang: str, voice: str | None = None) -> Audio:
+    def synthesize(self, text: str, lang: str, voice: str | None = None,
+                   speed: float = 1.0) -> Audio:
         if self.marker in text:
             self.failures += 1
             raise SynthesisError("onnxruntime: invalid input shape")
@@ -194,7 +202,8 @@ class StallsOnce:
     def voices(self, lang: str) -> list[str]:
         return list(self.voice.voices(lang))
 
-    def synthesize(self, text: str, lang: str, voice: str | None = None) -> Audio:
+    def synthesize(self, text: str, lang: str, voice: str | None = None,
+                   speed: float = 1.0) -> Audio:
         self.calls += 1
         if self.calls == self.stall_on:
             time.sleep(self.seconds)
@@ -416,3 +425,33 @@ def test_the_voices_warmed_at_start_cover_the_backend_table() -> None:
     assert default_warm_langs(TtsConfig(backends=parse_backends("en=piper"))) == ["en"]
     with pytest.raises(ValueError, match="parallel"):
         TTSStage(engine("*=espeak"), parallel=0)
+
+
+PACING_SENTENCE = "The committee will meet again next week to discuss the budget for the new hall."
+
+
+async def test_a_listener_falling_behind_hears_a_faster_voice_then_the_fast_one(
+    bus_settings: BusSettings, bus_client: Any, piper: Any, espeak: Any,
+) -> None:
+    pace = PaceConfig(target_lag_s=1.0, horizon_s=2.0, max_speed=1.5, late_s=25.0)
+    stage = TTSStage(engine("en=piper", pace=pace, piper=piper, espeak=espeak))
+    late_before = metric("s2st_tts_late_segments_total", lang="en")
+    # four sentences said back to back arrive at once (just spoken), then one long overdue
+    burst = [translation(seq, "en", PACING_SENTENCE, age_s=0.0) for seq in range(1, 5)]
+    overdue = translation(5, "en", PACING_SENTENCE, age_s=40.0)
+    await open_room(bus_client, bus_settings, ["en"])
+    async with run_worker(stage, bus_settings):
+        await send(bus_client, bus_settings, "en", [*burst, overdue, end_of()])
+        events = await until_ended(bus_client, bus_settings, "en")
+    spoken = segments(events)
+    durations = {seq: sum(p.duration for p in pieces) for seq, pieces in spoken.items()}
+    backends = {seq: {p.backend for p in pieces} for seq, pieces in spoken.items()}
+    # the first at the voice's own pace; the ones queued behind it faster (at most 1.5x)
+    assert backends[1] == backends[2] == backends[4] == {"piper"}
+    assert durations[4] < 0.85 * durations[1], durations
+    assert durations[4] > durations[1] / 1.5 - 0.3, durations
+    # too late to catch up with any neural voice: espeak-ng says it
+    assert backends[5] == {"espeak"}
+    assert metric("s2st_tts_late_segments_total", lang="en") == late_before + 1
+    key = bus_settings.keys.stream("translation", Partition(ROOM, SESSION, "en"))
+    assert (await bus_client.xpending(key, "tts"))["pending"] == 0

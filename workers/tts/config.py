@@ -14,6 +14,7 @@ from typing import Any
 
 from .audio import OUTPUT_RATE, TARGET_DBFS
 from .backends import FACTORIES, base_lang
+from .pacing import PaceConfig
 from .splitter import SplitPolicy
 
 DEFAULT_BACKENDS = "es=kokoro,en=piper,*=espeak"
@@ -56,6 +57,7 @@ class TtsConfig:
     sentence_pause_s: float = 0.25
     clause_pause_s: float = 0.12
     retry_unavailable_s: float = 300.0  # a backend that cannot load is skipped this long
+    pace: PaceConfig = field(default_factory=PaceConfig)  # keeping up with the speaker
 
     def __post_init__(self) -> None:
         if self.fallback and self.fallback not in FACTORIES:
@@ -95,12 +97,24 @@ class TtsConfig:
             raise ValueError(
                 f"S2ST_TTS_FALLBACK: unknown backend {fallback!r} (known: {', '.join(FACTORIES)})"
             )
+        defaults = PaceConfig()
+        try:
+            pace = PaceConfig(
+                target_lag_s=_number(env, "S2ST_TTS_TARGET_LAG_S", defaults.target_lag_s, float),
+                horizon_s=_number(env, "S2ST_TTS_PACE_HORIZON_S", defaults.horizon_s, float),
+                max_speed=_number(env, "S2ST_TTS_MAX_SPEED", defaults.max_speed, float),
+                late_s=_number(env, "S2ST_TTS_LATE_S", defaults.late_s, float),
+            )
+        except ValueError as exc:
+            raise ValueError(f"S2ST_TTS_TARGET_LAG_S/PACE_HORIZON_S/MAX_SPEED/LATE_S: {exc}") \
+                from None
         return cls(
             backends=backends,
             fallback=fallback,
             target_dbfs=_number(env, "S2ST_TTS_LOUDNESS_DBFS", TARGET_DBFS, float),
             split=split,
             max_chars=_number(env, "S2ST_TTS_MAX_CHARS", 2000, int),
+            pace=pace,
         )
 
 

@@ -121,11 +121,15 @@ class TtsEngine:
         session: str = "",
         speaker: str = "",
         voice: str | None = None,
+        speed: float = 1.0,
+        fast: bool = False,
     ) -> Iterator[SpeechPiece]:
         """Yield the pieces of one segment in order, each as soon as it is synthesized.
 
         Yields nothing when the text holds nothing speakable. `voice` forces a voice of the
         first backend; otherwise each backend picks a stable voice for (session, speaker).
+        `speed` scales the voices' pace (see pacing.py); `fast` skips to the fallback voice
+        (a segment so late that only the fastest voice catches up).
         """
         self.stats.segments += 1
         cleaned = clean_text(text)
@@ -144,10 +148,12 @@ class TtsEngine:
             log.info("tts: nothing speakable in %r (lang=%s)", text[:80], lang)
             return
         chain = self.config.chain(lang)
+        if fast and self.config.fallback in chain:
+            chain = chain[chain.index(self.config.fallback) :]
         for index, piece_text in enumerate(pieces):
             started = time.perf_counter()
             samples, name, used_voice, fell_back = self._synthesize(
-                piece_text, lang, chain, session, speaker, voice
+                piece_text, lang, chain, session, speaker, voice, speed
             )
             self.stats.pieces += 1
             rate = self.config.output_rate
@@ -182,6 +188,7 @@ class TtsEngine:
         session: str,
         speaker: str,
         voice: str | None,
+        speed: float = 1.0,
     ) -> tuple[Float, str, str, bool]:
         """(finished samples at the output rate, backend, voice, fell back) of the first
         backend that succeeds; a backend whose audio cannot be finished counts as failed."""
@@ -198,7 +205,7 @@ class TtsEngine:
                     if voice is not None and position == 0 and voice in voices
                     else pick_voice(voices, session, speaker)
                 )
-                audio = backend.synthesize(text, lang, chosen)
+                audio = backend.synthesize(text, lang, chosen, speed=speed)
                 samples = finish_piece(
                     audio.pcm,
                     audio.rate,

@@ -26,6 +26,17 @@ FALLBACKS = Counter(
 BACKEND_FAILURES = Counter(
     "s2st_tts_backend_failures_total", "Backend calls that failed (then fell back)", ["backend"]
 )
+SPEED = Histogram(
+    "s2st_tts_speed",
+    "Pace of each segment's voice, 1 = its own (faster to keep up with the speaker)",
+    ["lang"],
+    buckets=(1.0, 1.05, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0),
+)
+LATE_SEGMENTS = Counter(
+    "s2st_tts_late_segments_total",
+    "Segments so late behind their source that the fast fallback voice spoke them",
+    ["lang"],
+)
 EMPTY_SEGMENTS = Counter(
     "s2st_tts_empty_segments_total", "Committed translations with nothing speakable", ["lang"]
 )

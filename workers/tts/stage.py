@@ -28,6 +28,7 @@ from . import metrics
 from .backends import base_lang
 from .config import TtsConfig
 from .engine import SpeechPiece, TtsEngine
+from .pacing import Pacer
 
 log = get_logger("s2st.tts")
 
@@ -129,15 +130,27 @@ class TTSStage(Stage):
     async def _speak(
         self, ctx: PartitionContext, delivery: Delivery, event: Translation, out: str
     ) -> None:
-        """Write each piece of the segment to ``out`` as soon as it is synthesized."""
+        """Write each piece of the segment to ``out`` as soon as it is synthesized, at the
+        pace that keeps the listener near the speaker (see pacing.py)."""
+        if not isinstance(ctx.state, Pacer):
+            ctx.state = Pacer(self.engine.config.pace)
+        pacer: Pacer = ctx.state
+        pace = pacer.plan(event.capture_end, time.time())
+        metrics.SPEED.labels(event.lang).observe(pace.speed)
+        if pace.late:
+            metrics.LATE_SEGMENTS.labels(event.lang).inc()
+            log.info("segment late: the fast voice speaks it", session=ctx.partition.session,
+                     seq=event.seq, lag_s=round(pace.lag_s, 2))
         written = 0
-        pieces = self._pieces(event.text, event.lang, ctx.partition.session, ctx.session.speaker)
+        pieces = self._pieces(event.text, event.lang, ctx.partition.session, ctx.session.speaker,
+                              speed=pace.speed, fast=pace.late)
         try:
             async with contextlib.aclosing(pieces):
                 async for piece in pieces:
                     speech = self._speech(ctx, delivery, event, piece)
                     if not await ctx.publish([Emit(out, speech)]):
                         raise StreamLost(f"lost {ctx.input_key} at part {piece.part}")
+                    pacer.written(piece.duration, time.time())
                     if written == 0:
                         metrics.TTFA_SECONDS.labels(event.lang).observe(
                             time.time() - delivery.t_in)
@@ -164,11 +177,13 @@ class TTSStage(Stage):
         )
 
     async def _pieces(
-        self, text: str, lang: str, session: str, speaker: str
+        self, text: str, lang: str, session: str, speaker: str, *, speed: float = 1.0,
+        fast: bool = False,
     ) -> AsyncGenerator[SpeechPiece, None]:
         """The engine's pieces, each synthesized in a thread; the next piece is already being
         synthesized while the caller writes the current one."""
-        synthesis = self.engine.speak(text, lang, session=session, speaker=speaker)
+        synthesis = self.engine.speak(text, lang, session=session, speaker=speaker,
+                                      speed=speed, fast=fast)
         pending = asyncio.ensure_future(self._next_piece(synthesis))
         try:
             while (piece := await pending) is not None:

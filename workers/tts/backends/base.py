@@ -47,8 +47,10 @@ class Synthesizer(Protocol):
         """The voices usable for `lang`, default first; empty when unsupported."""
         ...
 
-    def synthesize(self, text: str, lang: str, voice: str | None = None) -> Audio:
-        """Speak `text`; raise SynthesisError (or BackendUnavailable) on failure."""
+    def synthesize(self, text: str, lang: str, voice: str | None = None,
+                   speed: float = 1.0) -> Audio:
+        """Speak `text`, `speed` times the voice's own pace (1 = as trained); raise
+        SynthesisError (or BackendUnavailable) on failure."""
         ...
 
 

@@ -52,13 +52,14 @@ class EdgeSynthesizer:
     def voices(self, lang: str) -> list[str]:
         return list(VOICES.get(base_lang(lang), []))
 
-    def synthesize(self, text: str, lang: str, voice: str | None = None) -> Audio:
+    def synthesize(self, text: str, lang: str, voice: str | None = None,
+                   speed: float = 1.0) -> Audio:
         module = self._module()
         voice = voice or next(iter(self.voices(lang)), None)
         if voice is None:
             raise SynthesisError(f"no edge-tts voice configured for {lang!r}")
         try:
-            mp3 = _run_coroutine(_fetch(module, text, voice), self.timeout_s)
+            mp3 = _run_coroutine(_fetch(module, text, voice, speed), self.timeout_s)
         except (TimeoutError, concurrent.futures.TimeoutError) as exc:
             raise SynthesisError(f"edge-tts gave no answer in {self.timeout_s:.0f} s") from exc
         except Exception as exc:  # aiohttp / edge_tts raise many types when offline
@@ -70,9 +71,10 @@ class EdgeSynthesizer:
         return Audio(decode_mp3(mp3, SAMPLE_RATE), SAMPLE_RATE)
 
 
-async def _fetch(module: Any, text: str, voice: str) -> bytes:
+async def _fetch(module: Any, text: str, voice: str, speed: float = 1.0) -> bytes:
     chunks: list[bytes] = []
-    async for message in module.Communicate(text, voice).stream():
+    rate = f"{round((speed - 1.0) * 100):+d}%"
+    async for message in module.Communicate(text, voice, rate=rate).stream():
         if message.get("type") == "audio":
             chunks.append(message["data"])
     return b"".join(chunks)

@@ -82,7 +82,8 @@ class EspeakSynthesizer:
             return []
         return [base if not variant else f"{base}+{variant}" for variant in VARIANTS]
 
-    def synthesize(self, text: str, lang: str, voice: str | None = None) -> Audio:
+    def synthesize(self, text: str, lang: str, voice: str | None = None,
+                   speed: float = 1.0) -> Audio:
         voice = voice or self._voice_for(lang)
         if voice is None:
             raise SynthesisError(f"espeak-ng has no voice for language {lang!r}")
@@ -91,7 +92,7 @@ class EspeakSynthesizer:
             "-v",
             voice,
             "-s",
-            str(self.words_per_minute),
+            str(round(self.words_per_minute * speed)),
             "-b",
             "1",
             "--stdout",

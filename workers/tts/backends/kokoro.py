@@ -81,7 +81,8 @@ class KokoroSynthesizer:
     def voices(self, lang: str) -> list[str]:
         return list(VOICE_ORDER) if self.supports(lang) else []
 
-    def synthesize(self, text: str, lang: str, voice: str | None = None) -> Audio:
+    def synthesize(self, text: str, lang: str, voice: str | None = None,
+                   speed: float = 1.0) -> Audio:
         phonemizer_lang = PHONEMIZER_LANG.get(base_lang(lang))
         if phonemizer_lang is None:
             raise SynthesisError(f"Kokoro does not speak {lang!r}")
@@ -92,7 +93,8 @@ class KokoroSynthesizer:
             )
         model = self.load()
         try:
-            samples, rate = model.create(text, voice=voice, speed=self.speed, lang=phonemizer_lang)
+            samples, rate = model.create(text, voice=voice, speed=self.speed * speed,
+                                         lang=phonemizer_lang)
         except ValueError as exc:  # nothing pronounceable, bad speed, ...
             raise SynthesisError(f"Kokoro rejected the text: {exc}") from exc
         pcm = np.asarray(samples, dtype=np.float32).ravel()

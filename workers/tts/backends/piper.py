@@ -68,7 +68,8 @@ class PiperSynthesizer:
     def voices(self, lang: str) -> list[str]:
         return [VOICE] if self.supports(lang) else []
 
-    def synthesize(self, text: str, lang: str, voice: str | None = None) -> Audio:
+    def synthesize(self, text: str, lang: str, voice: str | None = None,
+                   speed: float = 1.0) -> Audio:
         if not self.supports(lang):
             raise SynthesisError(f"the Piper voice speaks English only, not {lang!r}")
         if voice not in (None, VOICE):
@@ -77,7 +78,8 @@ class PiperSynthesizer:
 
         piper_voice = self.load()
         # Levels are normalized by the engine, so keep the voice's own dynamics here.
-        config = SynthesisConfig(normalize_audio=False)
+        config = SynthesisConfig(normalize_audio=False,
+                                 length_scale=None if speed == 1.0 else 1.0 / speed)
         rate = int(piper_voice.config.sample_rate)
         gap = np.zeros(int(SENTENCE_GAP_S * rate), dtype=np.float32)
         parts: list[np.ndarray] = []

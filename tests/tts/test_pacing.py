@@ -1,0 +1,47 @@
+"""Keeping up with a speaker who does not stop: the pace controller and the voices' speed
+(the worker speeding up when its listener falls behind is in test_worker.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from workers.tts.config import TtsConfig
+from workers.tts.pacing import PaceConfig, Pacer
+
+SENTENCE = "The committee will meet again next week to discuss the budget for the new hall."
+
+
+def test_the_voice_speeds_up_in_proportion_to_the_lag() -> None:
+    pacer = Pacer(PaceConfig(target_lag_s=2.0, horizon_s=4.0, max_speed=1.4, late_s=6.0))
+    assert pacer.plan(source_end=100.0, now=101.0).speed == 1.0  # 1 s behind: own pace
+    half = pacer.plan(source_end=100.0, now=104.0)  # 4 s: halfway through the horizon
+    assert half.speed == pytest.approx(1.2) and not half.late and half.lag_s == pytest.approx(4)
+    assert pacer.plan(source_end=100.0, now=106.5).speed == pytest.approx(1.4)
+    assert pacer.plan(source_end=100.0, now=106.5).late
+    # what was written but not yet heard counts: the listener is still 5 s behind
+    pacer.written(5.0, at=101.0)
+    assert pacer.heard_until == 106.0
+    assert pacer.plan(source_end=102.0, now=101.5).speed == pytest.approx(1.2)
+    pacer.written(1.0, at=110.0)  # after a silence, the clock starts again from now
+    assert pacer.heard_until == 111.0
+
+
+def test_pace_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="maximum speed"):
+        PaceConfig(max_speed=3.0)
+    with pytest.raises(ValueError, match="horizon"):
+        PaceConfig(horizon_s=0)
+    config = TtsConfig.from_env({"S2ST_TTS_MAX_SPEED": "1.2", "S2ST_TTS_LATE_S": "0"})
+    assert config.pace.max_speed == 1.2 and config.pace.late_s == 0.0
+    with pytest.raises(ValueError, match="MAX_SPEED"):
+        TtsConfig.from_env({"S2ST_TTS_MAX_SPEED": "0.5"})
+
+
+@pytest.mark.parametrize("voice", ["espeak", "piper"])
+def test_a_faster_voice_says_the_same_in_less_time(voice: str, request: Any) -> None:
+    synth = request.getfixturevalue(voice)
+    normal = synth.synthesize(SENTENCE, "en")
+    fast = synth.synthesize(SENTENCE, "en", speed=1.4)
+    assert 0.6 < fast.duration / normal.duration < 0.85, (normal.duration, fast.duration)
