@@ -236,10 +236,17 @@ class Worker:
         owned.wake.set()
 
     async def _live_workers(self) -> int:
-        cutoff = time.time() - _WORKER_TTL_FACTOR * self.settings.lease_ttl_ms / 1000
+        """Workers of this stage that heartbeated within one lease TTL: one that did not has
+        lost its leases too, and counting it would keep the others at a share too small to
+        take over its streams. Entries are removed after a few TTLs (status shows them)."""
+        now = time.time()
+        ttl = self.settings.lease_ttl_ms / 1000
         key = self.keys.workers(self.group)
-        await self.r.zremrangebyscore(key, "-inf", cutoff)
-        return max(1, int(await self.r.zcard(key)))
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zremrangebyscore(key, "-inf", now - _WORKER_TTL_FACTOR * ttl)
+        pipe.zcount(key, now - ttl, "+inf")
+        _removed, fresh = await pipe.execute()
+        return max(1, int(fresh))
 
     # -- discovery -------------------------------------------------------------------
     async def _announce_loop(self) -> None:

@@ -87,10 +87,9 @@ def score_clips(runs: Sequence[ClipRun],
             edits, words = quality.wer_counts(clip.transcript, s.hypothesis, clip.language)
             s.wer_counts = (edits, words)
             s.wer = edits / words if words else None
-        if transcribe is not None and run.pieces:
-            s.back_transcript = transcribe(speech_audio(run), run.selected.target)
-        elif transcribe is not None:
-            s.back_transcript = ""
+        if transcribe is not None and reference:  # nothing to score it against otherwise
+            s.back_transcript = transcribe(speech_audio(run), run.selected.target) \
+                if run.pieces else ""
         if reference:
             s.bleu = quality.bleu([s.translation], [reference])
             s.chrf = quality.chrf([s.translation], [reference])

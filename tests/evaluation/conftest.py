@@ -1,0 +1,8 @@
+"""Fixtures of the evaluation tests; their helper modules are importable by name."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,0 +1,197 @@
+"""What the fault tests need: a TCP proxy that can drop its connections, worker processes
+that can be killed and replaced, and the checks that nothing was lost or repeated."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bus.events import ControlEvent, DeadLetter, Speech, Transcript, Translation, decode_event
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class DroppingProxy:
+    """Forwards TCP connections to ``127.0.0.1:target``; :meth:`drop` cuts every connection
+    and refuses new ones for a while (a network outage between one client and Redis)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port = int(self._listener.getsockname()[1])
+        self._refuse_until = 0.0
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def drop(self, seconds: float) -> None:
+        with self._lock:
+            self._refuse_until = time.monotonic() + seconds
+            conns, self._conns = self._conns, []
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.drop(0)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if time.monotonic() < self._refuse_until:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    @staticmethod
+    def _pump(a: socket.socket, b: socket.socket) -> None:
+        peers = {a: b, b: a}
+        try:
+            while True:
+                ready, _, _ = select.select([a, b], [], [], 1.0)
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    peers[s].sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+
+@dataclass
+class Fleet:
+    """``s2st`` worker processes of a test, by name, with their environment."""
+
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: Path | None = None
+
+    def start(self, name: str, *args: str, **extra: str) -> subprocess.Popen[bytes]:
+        env = {**self.env, "S2ST_WORKER_ID": name, **extra}
+        out = open(self.logs / f"{name}.log", "ab") if self.logs else subprocess.DEVNULL
+        proc = subprocess.Popen([sys.executable, "-m", "ops.cli", *args], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str) -> None:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> dict[str, int | None]:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait(timeout=10)
+        return codes
+
+
+def worker_env(url: str, prefix: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S2ST_")}
+    env.update(PYTHONUNBUFFERED="1", S2ST_REDIS_URL=url, S2ST_KEY_PREFIX=prefix,
+               S2ST_LOG_LEVEL="warning", S2ST_LEASE_TTL_MS="1500", S2ST_HEARTBEAT_MS="300",
+               S2ST_DISCOVERY_MS="200", S2ST_TTS_BACKENDS="*=espeak", S2ST_ASR_THREADS="1",
+               **extra)
+    return env
+
+
+def events(client: Any, key: str, session: str | None = None) -> list[Any]:
+    """Every decodable event of ``key`` (of one session), in stream order."""
+    out = []
+    for _id, fields in client.xrange(key):
+        if session is not None and fields.get(b"session") != session.encode():
+            continue
+        with contextlib.suppress(ValueError):
+            out.append(decode_event(fields))
+    return out
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def check_session(client: Any, keys: Any, room: str, session: str,
+                  langs: list[str]) -> dict[str, int]:
+    """Every committed source segment translated once per language, in order, and every
+    translation spoken once (its pieces once each, in order); the streams ended."""
+    from bus.keys import Partition
+
+    part = Partition(room, session)
+    transcripts = events(client, keys.stream("transcript", part))
+    assert isinstance(transcripts[-1], ControlEvent), "the transcript stream has no end"
+    committed = [e for e in transcripts if isinstance(e, Transcript) and e.kind == "committed"]
+    assert [e.seq for e in committed] == list(range(len(committed))), "transcript seqs"
+    source = words(" ".join(e.text for e in committed))
+    assert source, f"{session}: nothing was recognized"
+    counts = {"transcripts": len(committed)}
+    for lang in langs:
+        stream = events(client, keys.stream("translation", Partition(room, session, lang)))
+        assert isinstance(stream[-1], ControlEvent), f"{session}/{lang}: no end of translation"
+        done = [e for e in stream if isinstance(e, Translation) and e.kind == "committed"]
+        seqs = [e.seq for e in done]
+        assert seqs == sorted(set(seqs)), f"{session}/{lang}: translations out of order: {seqs}"
+        # the spans translated are the committed text, once, in order
+        assert words(" ".join(e.source_text for e in done)) == source, (session, lang)
+        speech = events(client, keys.room_stream("speech", room, lang), session)
+        assert isinstance(speech[-1], ControlEvent), f"{session}/{lang}: no end of speech"
+        pieces = [(e.seq, e.part, e.last, e.text) for e in speech if isinstance(e, Speech)]
+        keys_seen = [(s, p) for s, p, _l, _t in pieces]
+        assert len(keys_seen) == len(set(keys_seen)), f"{session}/{lang}: a piece twice"
+        assert keys_seen == sorted(keys_seen), f"{session}/{lang}: pieces out of order"
+        for t in done:
+            if not words(t.text):
+                continue
+            mine = [p for p in pieces if p[0] == t.seq]
+            assert [p[1] for p in mine] == list(range(len(mine))) and mine and mine[-1][2], \
+                (session, lang, t.seq, mine)
+            assert words(" ".join(p[3] for p in mine)) == words(t.text), (session, lang, t.seq)
+        counts[f"translations_{lang}"] = len(done)
+        counts[f"pieces_{lang}"] = len(pieces)
+    return counts
+
+
+def dead_letters(client: Any, keys: Any, room: str) -> list[DeadLetter]:
+    return [e for e in events(client, keys.deadletter(room)) if isinstance(e, DeadLetter)]
