@@ -51,7 +51,8 @@ from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
 
 log = get_logger("s2st.runtime")
 
-_WORKER_TTL_FACTOR = 3  # a worker is considered alive for this many lease TTLs after a heartbeat
+_WORKER_TTL_FACTOR = 3  # a worker stays in the worker set this many lease TTLs after a heartbeat
+_KEPT_OF_OVERSIZED = 1024  # bytes of each field an oversized entry's dead letter keeps
 
 
 @dataclass
@@ -497,6 +498,12 @@ class Worker:
                 mw.on_trimmed(self.group, part, entry.entry_id)
             await self._commit_q.put(_CommitItem(owned, entry.entry_id, []))
             return
+        size = sum(len(k) + len(v) for k, v in entry.fields.items())
+        if size > self.settings.max_event_bytes:
+            await self._dead_letter(
+                owned, entry, f"oversized: {size} bytes, more than S2ST_MAX_EVENT_BYTES "
+                f"({self.settings.max_event_bytes})", "oversized")
+            return
         try:
             event = decode_event(entry.fields)
             if event.room != part.room or event.session != part.session:
@@ -558,6 +565,8 @@ class Worker:
                            attempts: int | None = None) -> None:
         raw = {(_s(k)): (v if isinstance(v, bytes) else str(v).encode())
                for k, v in (entry.fields or {}).items()}
+        if reason == "oversized":  # keep what says what it was, not the bulk
+            raw = {k: v[:_KEPT_OF_OVERSIZED] for k, v in raw.items()}
         dead = DeadLetter(
             stage=self.group, worker=self.worker_id, stream=owned.key, entry_id=entry.entry_id,
             error=error[:2000], attempts=entry.attempts if attempts is None else attempts,

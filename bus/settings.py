@@ -40,6 +40,9 @@ class BusSettings(BaseSettings):
     max_attempts: int = Field(3, ge=1, le=100, description="failures before an entry is dead-lettered")
     retry_backoff_ms: int = Field(100, ge=0, description="pause before retrying a failed entry")
     handler_timeout_s: float = Field(120.0, gt=0, description="a handler call taking longer fails")
+    max_event_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="larger entries are dead-lettered unread"
+    )
     retention_s: float = Field(
         3600.0, ge=0, description="streams are trimmed to this window (XADD MINID ~); 0 = keep"
     )

@@ -197,8 +197,9 @@ def decode_blocks(
 ) -> Iterator[np.ndarray]:
     """Yield the file as 16 kHz mono float32 blocks (sizes vary; none empty).
 
-    Raises AudioInputError for unreadable, empty, 0 Hz, truncated or sample-less files;
-    a truncation found only while decoding is raised after the blocks decoded before it.
+    Raises AudioInputError for unreadable, empty, 0 Hz, truncated or sample-less files and
+    for NaN or infinite samples; a flaw found only while decoding is raised after the blocks
+    decoded before it.
     """
     info = info or probe_audio(path)
     resampler = Resampler(info.rate)
@@ -206,6 +207,11 @@ def decode_blocks(
     decoded = 0
     produced = 0
     for block in raw(info, block_frames):
+        if block.dtype.kind == "f" and not np.isfinite(block).all():
+            bad = int(np.argmin(np.isfinite(block).all(axis=-1) if block.ndim > 1
+                                else np.isfinite(block)))
+            raise _fail(info.path, "corrupt audio: NaN or infinite samples at "
+                        f"{(decoded + bad) / info.rate:.2f} s")
         decoded += len(block)
         out = resampler.process(to_mono(block))
         if len(out):

@@ -105,10 +105,19 @@ class Fleet:
     def start(self, name: str, *args: str, **extra: str) -> subprocess.Popen[bytes]:
         env = {**self.env, "S2ST_WORKER_ID": name, **extra}
         out = open(self.logs / f"{name}.log", "ab") if self.logs else subprocess.DEVNULL
-        proc = subprocess.Popen([sys.executable, "-m", "ops.cli", *args], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(self.argv(*args), cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
         self.procs[name] = proc
         return proc
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "ops.cli", *args]
+
+    def run(self, *args: str, timeout: float = 60) -> tuple[int, str]:
+        """Run an ``s2st`` command to its end: (exit status, what it wrote to stderr)."""
+        done = subprocess.run(self.argv(*args), cwd=ROOT, env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+        return done.returncode, done.stderr
 
     def kill(self, name: str) -> None:
         proc = self.procs[name]

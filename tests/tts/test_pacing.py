@@ -28,6 +28,22 @@ def test_the_voice_speeds_up_in_proportion_to_the_lag() -> None:
     assert pacer.heard_until == 111.0
 
 
+def test_a_segment_that_would_outlast_its_source_is_said_faster_at_once() -> None:
+    pacer = Pacer(PaceConfig(target_lag_s=2.0, horizon_s=4.0, max_speed=1.5))
+    assert pacer.plan(10.0, 10.5, source_start=7.0, chars=60).fit is None  # nothing learned
+    pacer.written(3.0, at=10.5, chars=40, speed=1.0)  # this voice: 0.075 s per character
+    pacer.written(3.0, at=13.5, chars=40, speed=1.2)  # at 1.2x: 0.09 s at its own pace
+    assert pacer.seconds_per_char == pytest.approx(0.075 + 0.3 * 0.015)
+    # 60 characters (about 4.8 s to say) for 4 s of source, the listener not behind
+    pace = pacer.plan(20.0, 20.5, source_start=16.0, chars=60)
+    assert pace.lag_s == pytest.approx(0.5) and pace.fit == pytest.approx(60 * 0.0795 / 4)
+    assert pace.speed == pytest.approx(pace.fit, abs=1e-3)
+    # a short one fits at the voice's own pace; never slower than that
+    assert pacer.plan(30.0, 30.5, source_start=26.0, chars=20).speed == 1.0
+    # and never faster than the maximum
+    assert pacer.plan(40.0, 40.5, source_start=39.0, chars=90).speed == 1.5
+
+
 def test_pace_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="maximum speed"):
         PaceConfig(max_speed=3.0)

@@ -6,14 +6,21 @@ synthesizes slower than real time on a busy CPU, every segment starts a little l
 the one before, and over a long talk the delay grows without bound. A human interpreter
 speeds up; so does this worker.
 
-For each (session, language) a :class:`Pacer` estimates when the listener will have heard
-everything already written (each piece plays when written or after the previous one ends).
-A new segment would start at ``max(now, heard_until)``; its **lag** is that minus the end of
-its source words. Up to ``target_lag_s`` the voice speaks at its own pace; beyond, it speeds
-up in proportion, reaching ``max_speed`` at ``target_lag_s + horizon_s`` (a proportional
-controller: on a source that is steadily too long to say, the lag settles instead of
-growing). A segment later than ``late_s`` is spoken by the fast fallback voice
-(espeak-ng), which catches up at once.
+For each (session, language) a :class:`Pacer` decides the pace of each segment from two
+figures, taking the faster:
+
+- **fit** (feed-forward): how long the segment would take to say at the voice's own pace
+  (its characters times the seconds per character this voice has taken so far, at pace 1)
+  against how long its source words took to say; a segment that would outlast its source is
+  spoken that much faster, so the listener does not fall behind in the first place;
+- **lag** (feedback): when the listener will have heard everything already written (each
+  piece plays when written or after the previous one ends), a new segment starts at
+  ``max(now, heard_until)``; its lag is that minus the end of its source words. Up to
+  ``target_lag_s`` nothing; beyond, faster in proportion, reaching ``max_speed`` at
+  ``target_lag_s + horizon_s``.
+
+Never slower than the voice's own pace, never faster than ``max_speed``. A segment later than
+``late_s`` is spoken by the fast fallback voice (espeak-ng), which catches up at once.
 """
 
 from __future__ import annotations
@@ -23,9 +30,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PaceConfig:
-    target_lag_s: float = 2.0  # S2ST_TTS_TARGET_LAG_S
-    horizon_s: float = 3.0  # S2ST_TTS_PACE_HORIZON_S
-    max_speed: float = 1.4  # S2ST_TTS_MAX_SPEED (1: never faster than the voice's own pace)
+    target_lag_s: float = 1.5  # S2ST_TTS_TARGET_LAG_S
+    horizon_s: float = 2.0  # S2ST_TTS_PACE_HORIZON_S
+    max_speed: float = 1.5  # S2ST_TTS_MAX_SPEED (1: never faster than the voice's own pace)
     late_s: float = 6.0  # S2ST_TTS_LATE_S (0: never switch to the fallback voice)
 
     def __post_init__(self) -> None:
@@ -35,11 +42,15 @@ class PaceConfig:
             raise ValueError(f"the maximum speed must be within 1..2, not {self.max_speed}")
 
 
+_RATE_WEIGHT = 0.3  # of the newest piece in the running seconds-per-character estimate
+
+
 @dataclass(frozen=True)
 class Pace:
     speed: float  # 1 = the voice's own pace
     late: bool  # speak it with the fast fallback voice
     lag_s: float  # how late the segment would start behind its source words
+    fit: float | None = None  # the pace that makes it last as long as its source (None: unknown)
 
 
 class Pacer:
@@ -48,14 +59,30 @@ class Pacer:
     def __init__(self, config: PaceConfig | None = None) -> None:
         self.config = config or PaceConfig()
         self.heard_until = 0.0  # wall clock: the end of the last piece written, as heard
+        self.seconds_per_char: float | None = None  # of this voice at pace 1
 
-    def plan(self, source_end: float, now: float) -> Pace:
+    def plan(self, source_end: float, now: float, *, source_start: float | None = None,
+             chars: int = 0) -> Pace:
         cfg = self.config
         lag = max(now, self.heard_until) - source_end
         over = max(0.0, lag - cfg.target_lag_s)
-        speed = min(cfg.max_speed, 1.0 + (cfg.max_speed - 1.0) * over / cfg.horizon_s)
-        return Pace(speed=round(speed, 3), late=cfg.late_s > 0 and lag > cfg.late_s, lag_s=lag)
+        speed = 1.0 + (cfg.max_speed - 1.0) * over / cfg.horizon_s
+        fit = None
+        if self.seconds_per_char and chars and source_start is not None \
+                and source_end - source_start > 0.2:
+            fit = chars * self.seconds_per_char / (source_end - source_start)
+            speed = max(speed, fit)
+        speed = min(cfg.max_speed, max(1.0, speed))
+        return Pace(speed=round(speed, 3), late=cfg.late_s > 0 and lag > cfg.late_s,
+                    lag_s=lag, fit=fit)
 
-    def written(self, duration_s: float, at: float) -> None:
-        """A piece of ``duration_s`` was written at wall clock ``at``."""
+    def written(self, duration_s: float, at: float, *, chars: int = 0,
+                speed: float = 1.0) -> None:
+        """A piece of ``duration_s`` saying ``chars`` characters at pace ``speed`` was written
+        at wall clock ``at``."""
         self.heard_until = max(self.heard_until, at) + duration_s
+        if chars > 0 and duration_s > 0:
+            sample = duration_s * speed / chars
+            old = self.seconds_per_char
+            self.seconds_per_char = sample if old is None else \
+                old + _RATE_WEIGHT * (sample - old)

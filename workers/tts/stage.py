@@ -135,7 +135,8 @@ class TTSStage(Stage):
         if not isinstance(ctx.state, Pacer):
             ctx.state = Pacer(self.engine.config.pace)
         pacer: Pacer = ctx.state
-        pace = pacer.plan(event.capture_end, time.time())
+        pace = pacer.plan(event.capture_end, time.time(), source_start=event.capture_start,
+                          chars=len(event.text))
         metrics.SPEED.labels(event.lang).observe(pace.speed)
         if pace.late:
             metrics.LATE_SEGMENTS.labels(event.lang).inc()
@@ -150,7 +151,9 @@ class TTSStage(Stage):
                     speech = self._speech(ctx, delivery, event, piece)
                     if not await ctx.publish([Emit(out, speech)]):
                         raise StreamLost(f"lost {ctx.input_key} at part {piece.part}")
-                    pacer.written(piece.duration, time.time())
+                    # the fast voice's rate says nothing of the usual voice's: not learned
+                    pacer.written(piece.duration, time.time(),
+                                  chars=0 if pace.late else len(piece.text), speed=pace.speed)
                     if written == 0:
                         metrics.TTFA_SECONDS.labels(event.lang).observe(
                             time.time() - delivery.t_in)
