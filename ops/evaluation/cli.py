@@ -151,7 +151,14 @@ class Evaluation:
     def _pass(self, model: str, clips: list[Selected]) -> list[ClipRun]:
         stack = self.stack
         if self.args.running:
-            return asyncio.run(self._clips(stack.settings, clips, lambda: dict(os.environ)))
+            settings = self.settings
+
+            def running_env() -> dict[str, str]:
+                return {**os.environ, "S2ST_REDIS_URL": settings.redis_url,
+                        "S2ST_KEY_PREFIX": settings.key_prefix,
+                        "S2ST_REDIS_CLUSTER": "1" if settings.redis_cluster else "0"}
+
+            return asyncio.run(self._clips(settings, clips, running_env))
         prefix = f"{self.settings.key_prefix}-{self.run_id}-{len(self.passes_done)}"
         stack.settings = self.settings.model_copy(update={"key_prefix": prefix})
         stack.base_env = {"S2ST_LOG_LEVEL": "warning", **os.environ, "S2ST_ASR_MODEL": model}

@@ -90,7 +90,8 @@ def markdown(data: dict[str, Any], plot: Path | None) -> str:
     if data.get("by_target"):
         lines.append("")
     if plot is not None:
-        lines += [f"![when each segment was spoken and heard; where its latency went]({plot.name})",
+        lines += [f"![how long after it was spoken each segment was heard; where the time went]"
+                  f"({plot.name})",
                   ""]
     lines += ["| clip | lang | WER | BLEU | ASR-BLEU | StartOffset | LAAL | segment p50 / max |",
               "|---|---|---|---|---|---|---|---|"]
@@ -109,8 +110,9 @@ def markdown(data: dict[str, Any], plot: Path | None) -> str:
 
 
 def plot(path: Path, scores: Sequence[ClipScore]) -> Path | None:
-    """Left: for each segment, the end of its source words against the start of its
-    translated speech at the player (every clip). Right: per-stage latency, stacked, per clip."""
+    """Left: every segment, when its source words ended (x) against how long after that its
+    translated speech started playing at the player (y), per clip. Right: per-stage latency,
+    stacked, per clip."""
     if not any(s.run.pieces for s in scores):
         return None
     import matplotlib
@@ -119,21 +121,22 @@ def plot(path: Path, scores: Sequence[ClipScore]) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
-    top = 0.0
+    end = 0.0
     for s in scores:
         firsts = [p for p in output_pieces(s.run) if p.first and p.started is not None]
         if not firsts:
             continue
         xs = [p.source_end for p in firsts]
-        ys = [p.started for p in firsts if p.started is not None]
+        ys = [p.started - p.source_end for p in firsts if p.started is not None]
         left.plot(xs, ys, "o-", ms=3, lw=0.8, label=s.run.selected.clip.id[:28])
-        top = max(top, *xs, *ys)
-    for delay, style in ((0.0, "k-"), (2.0, "g--"), (3.0, "r:")):
-        left.plot([0, top], [delay, top + delay], style, lw=0.8,
-                  label="spoken = heard" if delay == 0 else f"+{delay:.0f} s")
-    left.set_xlabel("source words end (s into the clip)")
-    left.set_ylabel("translation starts playing (s)")
-    left.set_title("Each segment: spoken vs heard")
+        end = max(end, *xs)
+    for delay, style in ((2.0, "g--"), (3.0, "r:")):
+        left.axhline(delay, color=style[0], ls=style[1:], lw=0.8, label=f"{delay:.0f} s")
+    left.set_xlim(0, max(end, 1.0) * 1.02)
+    left.set_ylim(bottom=0)
+    left.set_xlabel("when the source words ended (s into the clip)")
+    left.set_ylabel("heard that many seconds later (s)")
+    left.set_title("Each segment: spoken, then heard")
     if len(scores) <= 12:
         left.legend(fontsize=7, loc="upper left")
     names = [n for n in STAGE_ORDER if any(n in s.stages for s in scores)]

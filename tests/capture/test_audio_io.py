@@ -122,6 +122,7 @@ def _bad_files(tmp_path: Path, clip) -> dict[str, tuple[Path, str]]:
         "zero rate": (tmp_path / "zero.wav", "0 Hz"),
         "no samples": (tmp_path / "nothing.wav", "no audio samples"),
         "directory": (tmp_path / "adir", "not a regular file"),
+        "nan samples": (tmp_path / "nan.wav", "NaN or infinite samples at 0.50 s"),
     }
     files["empty"][0].write_bytes(b"")
     files["not audio"][0].write_text("this is a text file, not audio\n" * 20)
@@ -130,6 +131,9 @@ def _bad_files(tmp_path: Path, clip) -> dict[str, tuple[Path, str]]:
     files["zero rate"][0].write_bytes(_wav_header(0, len(pcm)) + pcm)
     files["no samples"][0].write_bytes(_wav_header(16000, 0))
     files["directory"][0].mkdir()
+    corrupt = np.zeros((16000, 2), dtype=np.float32)
+    corrupt[8000, 1] = np.nan
+    sf.write(str(files["nan samples"][0]), corrupt, 16000, subtype="FLOAT")
     return files
 
 
@@ -144,6 +148,7 @@ def _bad_files(tmp_path: Path, clip) -> dict[str, tuple[Path, str]]:
         "zero rate",
         "no samples",
         "directory",
+        "nan samples",
     ],
 )
 def test_bad_input_is_one_line_error(tmp_path, clip, case):

@@ -183,7 +183,7 @@ class FailsOnText:
         if self.marker in text:
             self.failures += 1
             raise SynthesisError("onnxruntime: invalid input shape")
-        return self.voice.synthesize(text, lang, voice)  # type: ignore[no-any-return]
+        return self.voice.synthesize(text, lang, voice, speed)  # type: ignore[no-any-return]
 
 
 class StallsOnce:
@@ -207,7 +207,28 @@ class StallsOnce:
         self.calls += 1
         if self.calls == self.stall_on:
             time.sleep(self.seconds)
-        return self.voice.synthesize(text, lang, voice)  # type: ignore[no-any-return]
+        return self.voice.synthesize(text, lang, voice, speed)  # type: ignore[no-any-return]
+
+
+class SlowVoice:
+    """A real voice that takes ``rtf`` times the audio's duration to make it (a slow host)."""
+
+    def __init__(self, voice: Any, rtf: float) -> None:
+        self.voice = voice
+        self.name = voice.name
+        self.rtf = rtf
+
+    def supports(self, lang: str) -> bool:
+        return bool(self.voice.supports(lang))
+
+    def voices(self, lang: str) -> list[str]:
+        return list(self.voice.voices(lang))
+
+    def synthesize(self, text: str, lang: str, voice: str | None = None,
+                   speed: float = 1.0) -> Audio:
+        audio = self.voice.synthesize(text, lang, voice, speed)
+        time.sleep(self.rtf * audio.duration)
+        return audio  # type: ignore[no-any-return]
 
 
 # -- tests --------------------------------------------------------------------------------
@@ -455,3 +476,26 @@ async def test_a_listener_falling_behind_hears_a_faster_voice_then_the_fast_one(
     assert metric("s2st_tts_late_segments_total", lang="en") == late_before + 1
     key = bus_settings.keys.stream("translation", Partition(ROOM, SESSION, "en"))
     assert (await bus_client.xpending(key, "tts"))["pending"] == 0
+
+
+async def test_a_voice_too_slow_for_real_time_here_gives_way_at_start(
+    bus_settings: BusSettings, bus_client: Any, piper: Any, espeak: Any,
+) -> None:
+    def stage_with(voice: Any) -> TTSStage:
+        config = TtsConfig(backends=parse_backends("en=piper"), fallback="espeak",
+                           pace=UNPACED, max_rtf=0.5)
+        return TTSStage(TtsEngine(config, {"piper": voice, "espeak": espeak}),
+                        warm_langs=["en"])
+
+    fast_enough = stage_with(piper)
+    await fast_enough.setup()
+    assert fast_enough.engine.chain("en") == ["piper", "espeak"]
+    stage = stage_with(SlowVoice(piper, rtf=1.2))
+    source = translation(1, "en", "Thank you all for coming to the meeting today.")
+    await open_room(bus_client, bus_settings, ["en"])
+    async with run_worker(stage, bus_settings):
+        await send(bus_client, bus_settings, "en", [source, end_of()])
+        events = await until_ended(bus_client, bus_settings, "en")
+    assert stage.engine.chain("en") == ["espeak"]
+    check_segment(segments(events)[1], source, "espeak")
+    assert metric("s2st_tts_voice_demoted", lang="en", backend="piper") == 1

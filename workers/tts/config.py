@@ -58,6 +58,7 @@ class TtsConfig:
     clause_pause_s: float = 0.12
     retry_unavailable_s: float = 300.0  # a backend that cannot load is skipped this long
     pace: PaceConfig = field(default_factory=PaceConfig)  # keeping up with the speaker
+    max_rtf: float = 0.0  # a voice slower than this here is not used (0: no check)
 
     def __post_init__(self) -> None:
         if self.fallback and self.fallback not in FACTORIES:
@@ -66,6 +67,8 @@ class TtsConfig:
             raise ValueError(f"output rate {self.output_rate} Hz is too low")
         if self.max_chars < 1:
             raise ValueError("max_chars must be positive")
+        if self.max_rtf < 0:
+            raise ValueError(f"S2ST_TTS_MAX_RTF must be 0 (off) or positive, not {self.max_rtf}")
 
     def chain(self, lang: str) -> list[str]:
         """Backends to try for `lang`, in order, the fallback last, no repeats."""
@@ -115,6 +118,7 @@ class TtsConfig:
             split=split,
             max_chars=_number(env, "S2ST_TTS_MAX_CHARS", 2000, int),
             pace=pace,
+            max_rtf=_number(env, "S2ST_TTS_MAX_RTF", 0.0, float),
         )
 
 

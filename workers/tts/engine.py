@@ -84,6 +84,7 @@ class TtsEngine:
         self.stats = TtsStats()
         self._backends: dict[str, Synthesizer] = dict(backends or {})
         self._skip_until: dict[str, float] = {}
+        self._demoted: dict[str, set[str]] = {}  # lang -> backends too slow for real time here
         self._lock = threading.Lock()
 
     def backend(self, name: str) -> Synthesizer:
@@ -92,9 +93,29 @@ class TtsEngine:
                 self._backends[name] = create_backend(name)
             return self._backends[name]
 
+    def chain(self, lang: str) -> list[str]:
+        """The configured chain of ``lang`` without the backends demoted on this host."""
+        demoted = self._demoted.get(lang.strip().lower(), set())
+        return [name for name in self.config.chain(lang) if name not in demoted]
+
+    def demote(self, lang: str, backend: str) -> None:
+        """Stop using ``backend`` for ``lang`` (it cannot keep real time here); never the
+        fallback, so the language is still spoken."""
+        if backend != self.config.fallback:
+            self._demoted.setdefault(lang.strip().lower(), set()).add(backend)
+
+    def real_time_factor(self, text: str, lang: str, backend: str) -> float:
+        """Synthesis time over audio time of ``text`` with ``backend`` alone (loaded)."""
+        started = time.perf_counter()
+        samples, name, _, _ = self._synthesize(text, lang, [backend], "", "", None)
+        elapsed = time.perf_counter() - started
+        if name != backend or not samples.size:
+            return float("inf")
+        return elapsed / (samples.size / self.config.output_rate)
+
     def can_speak(self, lang: str) -> bool:
         """True when some backend of the language's chain supports it (loads no model)."""
-        for name in self.config.chain(lang):
+        for name in self.chain(lang):
             try:
                 if self.backend(name).supports(lang):
                     return True
@@ -109,7 +130,7 @@ class TtsEngine:
         """
         ready: dict[str, str] = {}
         for lang in langs:
-            _, name, _, _ = self._synthesize("ok", lang, self.config.chain(lang), "", "", None)
+            _, name, _, _ = self._synthesize("ok", lang, self.chain(lang), "", "", None)
             ready[lang] = name
         return ready
 
@@ -147,7 +168,7 @@ class TtsEngine:
             self.stats.empty += 1
             log.info("tts: nothing speakable in %r (lang=%s)", text[:80], lang)
             return
-        chain = self.config.chain(lang)
+        chain = self.chain(lang)
         if fast and self.config.fallback in chain:
             chain = chain[chain.index(self.config.fallback) :]
         for index, piece_text in enumerate(pieces):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 _TTFA_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
 _RTF_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5)
@@ -36,6 +36,11 @@ LATE_SEGMENTS = Counter(
     "s2st_tts_late_segments_total",
     "Segments so late behind their source that the fast fallback voice spoke them",
     ["lang"],
+)
+DEMOTED = Gauge(
+    "s2st_tts_voice_demoted",
+    "1 for a voice not used because it synthesizes slower than S2ST_TTS_MAX_RTF here",
+    ["lang", "backend"],
 )
 EMPTY_SEGMENTS = Counter(
     "s2st_tts_empty_segments_total", "Committed translations with nothing speakable", ["lang"]

@@ -32,6 +32,17 @@ from .pacing import Pacer
 
 log = get_logger("s2st.tts")
 
+# A sentence of about fifteen words per language, to measure a voice's real-time factor.
+_RTF_SENTENCES = {
+    "en": "Good morning everyone, thank you for coming to today's meeting about the budget.",
+    "es": "Buenos días a todos, gracias por venir a la reunión de hoy sobre el presupuesto.",
+    "fr": "Bonjour à tous, merci d'être venus à la réunion d'aujourd'hui sur le budget.",
+    "de": "Guten Morgen allerseits, danke, dass Sie zur heutigen Sitzung über den Haushalt "
+          "gekommen sind.",
+    "pt": "Bom dia a todos, obrigado por virem à reunião de hoje sobre o orçamento.",
+    "it": "Buongiorno a tutti, grazie per essere venuti alla riunione di oggi sul bilancio.",
+}
+
 # Languages that stand for the `*` entry of the backend table when warming up.
 _WILDCARD_PROBES = ("en", "es", "fr", "de", "it", "pt")
 
@@ -94,8 +105,10 @@ class TTSStage(Stage):
         started = time.perf_counter()
         ready = await asyncio.to_thread(self.engine.warm_up, self.warm_langs)
         self._export_failures()
+        if self.engine.config.max_rtf > 0:
+            ready = await asyncio.to_thread(self._keep_real_time, ready)
         for lang, backend in ready.items():
-            chain = self.engine.config.chain(lang)
+            chain = self.engine.chain(lang)
             if backend == "none":
                 raise TtsStartupError(
                     f"no TTS backend can speak {lang!r} on this host (chain: {', '.join(chain)})"
@@ -105,6 +118,28 @@ class TTSStage(Stage):
                             configured=chain[0], using=backend)
         log.info("tts voices ready", voices=ready,
                  seconds=round(time.perf_counter() - started, 2))
+
+    def _keep_real_time(self, ready: dict[str, str]) -> dict[str, str]:
+        """Demote each language's voice that synthesizes slower than S2ST_TTS_MAX_RTF here
+        (measured on a sentence, after warm-up): a listener is better served in time by the
+        next voice of the chain than late by a nicer one. Returns lang -> the voice kept."""
+        limit = self.engine.config.max_rtf
+        for lang, backend in list(ready.items()):
+            while backend not in ("none", self.engine.config.fallback):
+                rtf = self.engine.real_time_factor(_RTF_SENTENCES.get(base_lang(lang),
+                                                                      _RTF_SENTENCES["en"]),
+                                                   lang, backend)
+                if rtf <= limit:
+                    break
+                self.engine.demote(lang, backend)
+                nxt = next((n for n in self.engine.chain(lang) if n != backend), "none")
+                log.warning("tts voice too slow for real time on this host: the next one "
+                            "speaks", lang=lang, voice=backend, rtf=round(rtf, 2),
+                            max_rtf=limit, using=nxt)
+                metrics.DEMOTED.labels(lang, backend).set(1)
+                backend = nxt
+            ready[lang] = backend
+        return ready
 
     async def handle(self, ctx: PartitionContext, delivery: Delivery) -> list[Emit]:
         event = delivery.event
@@ -123,7 +158,7 @@ class TTSStage(Stage):
             raise Reject(f"a {event.lang!r} translation in the {lang!r} stream")
         if not await self._can_speak(lang):
             raise Reject(f"no TTS backend speaks {lang!r} "
-                         f"(chain: {', '.join(self.engine.config.chain(lang)) or 'empty'})")
+                         f"(chain: {', '.join(self.engine.chain(lang)) or 'empty'})")
         await self._speak(ctx, delivery, event, out)
         return []
 
