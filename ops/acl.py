@@ -50,7 +50,7 @@ WORKER_COMMANDS = (
     "+xgroup|create +xinfo|groups +xinfo|stream "
     "+set +get +pexpire +del +exists "  # leases: SET NX PX, renew/release scripts
     "+hget +hset +hexists +hgetall +hdel "  # progress, status (janitor), registry reads
-    "+smembers +sismember +zadd +zrem +zcard +zrangebyscore +zremrangebyscore "
+    "+smembers +sismember +zadd +zrem +zcard +zcount +zrangebyscore +zremrangebyscore "
     "+multi +exec +discard"
 )
 PLAYER_COMMANDS = (

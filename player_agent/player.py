@@ -100,6 +100,7 @@ class Player:
         self._wake = asyncio.Event()
         self._caught_up = False
         self._origins: dict[str, float] = {}
+        self._heard: set[str] = set()  # sessions with a piece or an end marker read
 
     async def run(self, stop: asyncio.Event | None = None) -> PlayReport:
         """Play until ``stop`` is set (or, with ``until_ended``, the room falls quiet)."""
@@ -149,6 +150,7 @@ class Player:
             for entry in entries:
                 event = entry.event
                 if isinstance(event, Speech) and event.lang == self.config.lang:
+                    self._heard.add(event.session)
                     result = self.buffer.push(Piece(
                         session=event.session, seq=event.seq, part=event.part, last=event.last,
                         capture_start=event.capture_start, capture_end=event.capture_end,
@@ -159,6 +161,7 @@ class Player:
                         log.debug("piece dropped", result=result, session=event.session,
                                   seq=event.seq, part=event.part)
                 elif isinstance(event, ControlEvent) and event.action == "end":
+                    self._heard.add(event.session)
                     self.buffer.end_session(event.session)
             self._wake.set()
 
@@ -175,7 +178,8 @@ class Player:
         """With ``until_ended``: stop when the room is quiet and everything was played.
 
         Quiet: no session of the room is active, and every session seen active while
-        playing has had its end marker on the speech stream (its last piece was written).
+        playing (or heard on the stream) has had its end marker on the speech stream (its
+        last piece was written). A player started before anyone speaks waits for a session.
         """
         if not self.config.until_ended:
             return
@@ -190,7 +194,8 @@ class Player:
             seen_active.update(s.session for s in sessions if s.active)
             if not (self._caught_up and self.buffer.idle()) or any(s.active for s in sessions):
                 continue
-            if all(self.buffer.has_ended(s) for s in seen_active):
+            sessions_seen = seen_active | self._heard
+            if sessions_seen and all(self.buffer.has_ended(s) for s in sessions_seen):
                 stop.set()
                 self._wake.set()
 

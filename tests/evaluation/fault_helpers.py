@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bus.events import ControlEvent, DeadLetter, Speech, Transcript, Translation, decode_event
+from bus.events import (
+    ControlEvent,
+    DeadLetter,
+    Speech,
+    Transcript,
+    Translation,
+    decode,
+    decode_event,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -203,4 +211,5 @@ def check_session(client: Any, keys: Any, room: str, session: str,
 
 
 def dead_letters(client: Any, keys: Any, room: str) -> list[DeadLetter]:
-    return [e for e in events(client, keys.deadletter(room)) if isinstance(e, DeadLetter)]
+    return [d for _id, fields in client.xrange(keys.deadletter(room))
+            if isinstance(d := decode(fields), DeadLetter)]

@@ -97,6 +97,7 @@ def test_bad_input_is_dead_lettered_or_refused_and_the_good_session_is_served(
         # -- garbage into every stream of the live session -------------------------------------
         good_part = Partition(ROOM, "good")
         _wait(lambda: r.exists(keys.stream("translation", Partition(ROOM, "good", "es"))), 60)
+        abandoned.send_signal(signal.SIGKILL)  # mid-session: it never ends by itself
         streams = [keys.stream("audio", good_part), keys.stream("transcript", good_part),
                    keys.stream("translation", Partition(ROOM, "good", "es"))]
         for key in streams:
@@ -115,10 +116,10 @@ def test_bad_input_is_dead_lettered_or_refused_and_the_good_session_is_served(
         r.xadd(keys.stream("audio", junk), big)  # 2 MB: over the 1 MiB limit of this test
         r.xadd(keys.stream("audio", junk), {**big, "payload": b"\x81\xa3pcm\xc4\x00",
                                              "samples": "-5"})  # a negative sample count
-        r.xadd(keys.stream("transcript", junk), {**big, "type": "transcript", "payload": b"x"})
+        r.xadd(keys.stream("transcript", junk), {**big, "type": "transcript", "payload": b"\x80",
+                                                 "text": "word " * 300_000})  # 1.5 MB of text
         # -- the good session is translated and heard in full -------------------------------------
         assert good.wait(timeout=90) == 0
-        abandoned.send_signal(signal.SIGKILL)  # mid-session: it never ends by itself
         assert noisy.wait(timeout=60) == 0
         _wait(lambda: all(
             any(isinstance(e, ControlEvent) and e.action == "end"

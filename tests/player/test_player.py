@@ -228,6 +228,26 @@ async def test_until_ended_plays_speech_that_comes_after_the_speaker_stopped(
     assert keyed(report.played) == [("s1", 0, 0), ("s1", 0, 1)]
 
 
+async def test_until_ended_started_before_anyone_speaks_waits_for_a_session(
+        client: Any, settings: BusSettings, clips: list[np.ndarray]) -> None:
+    player = Player(client, settings.keys, PlayerConfig(ROOM, "es", hold_s=0.05, deadline_s=0.4,
+                    block_ms=50, until_ended=True), ListSink())
+    await Registry(client, settings.keys).create_room(ROOM, ["es"])
+    task = asyncio.create_task(player.run())
+    await asyncio.sleep(0.8)  # an empty room is not a room that fell quiet
+    assert not task.done()
+    reg = Registry(client, settings.keys)
+    await reg.register_session(ROOM, "s1", "en", "Ada")
+    t0 = time.time()
+    pieces = speech_pieces(ROOM, "es", SegmentSpec("s1", 0, t0, t0 + 2, clips[0], "a b"), 1)
+    await Publisher(client, settings).publish_many(
+        settings.keys.room_stream("speech", ROOM, "es"),
+        [*pieces, end_marker(ROOM, "s1")])  # type: ignore[list-item]
+    await reg.end_session(ROOM, "s1")
+    report = await asyncio.wait_for(task, 5)
+    assert keyed(report.played) == [("s1", 0, 0)]
+
+
 class FailingSink(ListSink):
     async def play(self, pcm: bytes, rate: int, capture_start: float) -> float:
         raise OSError("device unplugged")
