@@ -30,6 +30,7 @@ def register(commands: Any, bench: Any) -> None:
     )
     p.add_argument("--room", help="room id")
     p.add_argument("--lang", help="language to listen to, e.g. es")
+    p.add_argument("--session", help="only this session's speech (default: every speaker)")
     p.add_argument("--device", help="output device: index or name fragment (default device)")
     p.add_argument("--list-devices", action="store_true", help="list output devices and exit")
     p.add_argument("--out", help="write a WAV file instead of playing")
@@ -105,7 +106,7 @@ def _player_config(args: argparse.Namespace) -> Any:
     return PlayerConfig(
         room=args.room, lang=args.lang, position=parse_position(args.start),
         hold_s=_ms(args.jitter_ms, "--jitter-ms"), deadline_s=_ms(args.deadline_ms, "--deadline-ms"),
-        until_ended=args.until_ended,
+        until_ended=args.until_ended, session=args.session,
     )
 
 

@@ -47,10 +47,13 @@ class PlayerConfig:
     listener_ttl_s: float = 30.0
     until_ended: bool = False  # stop once the room has no active session and all is played
     block_ms: int = 200
+    session: str | None = None  # only this session's speech (default: the whole room's)
 
     def __post_init__(self) -> None:
         check_id(self.room, "room id")
         check_lang(self.lang)
+        if self.session is not None:
+            check_id(self.session, "session id")
         if self.listener_ttl_s <= 0:
             raise ValueError("listener_ttl_s must be positive")
 
@@ -147,8 +150,11 @@ class Player:
                 continue
             backoff = 0.2
             self._caught_up = not entries
+            only = self.config.session
             for entry in entries:
                 event = entry.event
+                if only is not None and event.session != only:
+                    continue
                 if isinstance(event, Speech) and event.lang == self.config.lang:
                     self._heard.add(event.session)
                     result = self.buffer.push(Piece(
@@ -191,6 +197,8 @@ class Player:
             except (RedisError, OSError) as exc:
                 log.warning("reading the room's sessions failed", error=str(exc))
                 continue
+            if self.config.session is not None:
+                sessions = [s for s in sessions if s.session == self.config.session]
             seen_active.update(s.session for s in sessions if s.active)
             if not (self._caught_up and self.buffer.idle()) or any(s.active for s in sessions):
                 continue

@@ -23,7 +23,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ops.evaluation.manifest import ManifestError, Selected, default_manifest, load, select
+from ops.evaluation.manifest import (
+    ManifestError,
+    Selected,
+    Skipped,
+    default_manifest,
+    load,
+    select,
+)
 from ops.evaluation.run import ClipRun, ClipRunner
 from ops.stack import Stack, StackError, add_stack_options, stack_from_args
 from ops.stackconfig import ConfigError
@@ -124,7 +131,40 @@ class Evaluation:
             return MULTILINGUAL
         return model
 
+    def _routable(self) -> None:
+        """Leave out the clips the MT backends of this stack cannot translate (no Apertium
+        pair offline, for instance): they would only measure a dead letter."""
+        if self.args.running:
+            return
+        try:
+            from workers.mt.config import MTSettings, build_router
+
+            router = build_router(MTSettings.from_env(self.profile_env))
+        except Exception:  # MT not installed here: let the workers decide
+            return
+        backends = self.profile_env.get("S2ST_MT_BACKENDS", "*=apertium")
+        try:
+            kept = []
+            for s in self.chosen:
+                try:
+                    ok = router.supports(s.clip.language, s.target)
+                except Exception:  # a model backend that cannot load
+                    ok = True
+                if ok:
+                    kept.append(s)
+                else:
+                    self.skipped.append(Skipped(
+                        s.clip.id, f"no MT route {s.clip.language}->{s.target} with {backends}"))
+            self.chosen = kept
+        finally:
+            router.close()
+
     def run(self) -> int:
+        self._routable()
+        if not self.chosen:
+            self.say("no clip can be translated with these MT backends: "
+                     + "; ".join(f"{s.id} ({s.why})" for s in self.skipped[:3]))
+            return 2
         started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.say(f"{len(self.chosen)} clips of {self.manifest} "
                  f"({sum(s.clip.duration_s for s in self.chosen):.0f} s of speech), "

@@ -3,7 +3,9 @@
 - **WER**: corpus word error rate (total edits over total reference words, jiwer) after
   Whisper's text normalizer on both sides: ``EnglishTextNormalizer`` for English (spelling,
   numbers, contractions), ``BasicTextNormalizer`` for other languages (the normalizers of the
-  Whisper paper, Appendix C, from the ``whisper-normalizer`` package).
+  Whisper paper, Appendix C, from the ``whisper-normalizer`` package). The normalizers delete
+  text in brackets (meant for "(laughs)"); in a *reference* transcript such as FLEURS' the
+  bracketed words were read aloud, so a reference loses only the bracket characters first.
 - **BLEU** and **chrF**: sacrebleu corpus scores of the committed translation text against the
   reference translations, sacrebleu's defaults (13a tokenization, cased, punctuation kept), as
   SimulEval's BLEU scorer.
@@ -28,6 +30,7 @@ _PUNCT_TO_SPACE = "-/–·—•"
 _PUNCT_DROP = string.punctuation.replace("'", "") + "¡¨«°³º»¿‘“”…♪♫ˆᵉ™，ʾ˚"
 _TO_SPACE = str.maketrans(_PUNCT_TO_SPACE, " " * len(_PUNCT_TO_SPACE))
 _DROP = str.maketrans("", "", _PUNCT_DROP)
+_BRACKETS = str.maketrans("()[]", "    ")
 
 
 @cache
@@ -49,7 +52,7 @@ def wer_counts(reference: str, hypothesis: str, lang: str) -> tuple[int, int]:
     """(word edits, reference words) after normalization; corpus WER is the ratio of sums."""
     import jiwer
 
-    ref = normalize_for_wer(reference, lang)
+    ref = normalize_for_wer(reference.translate(_BRACKETS), lang)
     hyp = normalize_for_wer(hypothesis, lang)
     words = len(ref.split())
     if not words:

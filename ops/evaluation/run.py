@@ -134,7 +134,7 @@ class ClipRunner:
         sink = WavSink(run.played_wav, paced=True)
         player = Player(self.r, self.keys, PlayerConfig(
             room=room, lang=selected.target, position=parse_position(f"{since - 1:.3f}"),
-            until_ended=True), sink)
+            until_ended=True, session=run.session), sink)
         stop = asyncio.Event()
         playing = asyncio.create_task(player.run(stop))
         try:

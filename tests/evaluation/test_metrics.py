@@ -73,6 +73,9 @@ def test_wer_uses_whisper_normalization() -> None:
     assert quality.wer_counts("the cat sat", "the cat", "en") == (1, 3)
     assert quality.wer_counts("el gato", "", "es") == (2, 2)
     assert quality.normalize_for_wer("¡Hola, Señor!", "es") == "hola señor"
+    # words a FLEURS reader said in brackets count in the reference
+    assert quality.wer_counts("The ratio (dividing by twelve) is 3.", "the ratio dividing by "
+                              "twelve is 3", "en") == (0, 7)
 
 
 def test_bleu_chrf_and_asr_bleu() -> None:

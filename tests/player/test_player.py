@@ -248,6 +248,28 @@ async def test_until_ended_started_before_anyone_speaks_waits_for_a_session(
     assert keyed(report.played) == [("s1", 0, 0)]
 
 
+async def test_a_player_of_one_session_hears_only_it_and_stops_when_it_ends(
+        client: Any, settings: BusSettings, clips: list[np.ndarray]) -> None:
+    reg = Registry(client, settings.keys)
+    await reg.register_session(ROOM, "s1", "en", "Ada")
+    await reg.register_session(ROOM, "s2", "en", "Bo")
+    player = Player(client, settings.keys, PlayerConfig(
+        ROOM, "es", hold_s=0.05, deadline_s=0.4, block_ms=50, until_ended=True,
+        session="s2", position="0-0"), ListSink())
+    t0 = time.time()
+    key = settings.keys.room_stream("speech", ROOM, "es")
+    pub = Publisher(client, settings)
+    await pub.publish_many(key, [  # type: ignore[list-item]
+        *speech_pieces(ROOM, "es", SegmentSpec("s1", 0, t0, t0 + 1, clips[0], "a"), 1),
+        *speech_pieces(ROOM, "es", SegmentSpec("s2", 0, t0, t0 + 1, clips[1], "b"), 2),
+        end_marker(ROOM, "s2")])
+    await reg.end_session(ROOM, "s2")  # s1 goes on speaking
+    report = await asyncio.wait_for(player.run(), 5)
+    assert keyed(report.played) == [("s2", 0, 0), ("s2", 0, 1)]
+    with pytest.raises(ValueError, match="invalid session id"):
+        PlayerConfig(ROOM, "es", session="a b")
+
+
 class FailingSink(ListSink):
     async def play(self, pcm: bytes, rate: int, capture_start: float) -> float:
         raise OSError("device unplugged")
