@@ -104,6 +104,7 @@ class Player:
         self._caught_up = False
         self._origins: dict[str, float] = {}
         self._heard: set[str] = set()  # sessions with a piece or an end marker read
+        self._playing = False  # a piece is being played right now
 
     async def run(self, stop: asyncio.Event | None = None) -> PlayReport:
         """Play until ``stop`` is set (or, with ``until_ended``, the room falls quiet)."""
@@ -200,8 +201,9 @@ class Player:
             if self.config.session is not None:
                 sessions = [s for s in sessions if s.session == self.config.session]
             seen_active.update(s.session for s in sessions if s.active)
-            if not (self._caught_up and self.buffer.idle()) or any(s.active for s in sessions):
-                continue
+            if not (self._caught_up and self.buffer.idle()) or self._playing \
+                    or any(s.active for s in sessions):
+                continue  # (the last piece plays to its end before the player stops)
             sessions_seen = seen_active | self._heard
             if sessions_seen and all(self.buffer.has_ended(s) for s in sessions_seen):
                 stop.set()
@@ -230,7 +232,11 @@ class Player:
         set_origin = getattr(self.sink, "set_origin", None)
         if set_origin is not None:
             set_origin(await self._session_start(speech))
-        started = await self.sink.play(speech.pcm, speech.rate, speech.capture_start)
+        self._playing = True
+        try:
+            started = await self.sink.play(speech.pcm, speech.rate, speech.capture_start)
+        finally:
+            self._playing = False
         assert self.report.latency is not None
         self.report.latency.record("available", speech.capture_end, entry.read_at)
         self.report.latency.record("playback", speech.capture_end, started)

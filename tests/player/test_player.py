@@ -270,6 +270,33 @@ async def test_a_player_of_one_session_hears_only_it_and_stops_when_it_ends(
         PlayerConfig(ROOM, "es", session="a b")
 
 
+class PacedSink(ListSink):
+    """Returns once the piece has played, like a loudspeaker (or the paced WAV writer)."""
+
+    async def play(self, pcm: bytes, rate: int, capture_start: float) -> float:
+        started = await super().play(pcm, rate, capture_start)
+        await asyncio.sleep(0.8)
+        return started
+
+
+async def test_until_ended_lets_the_last_piece_play_to_its_end(
+        client: Any, settings: BusSettings, clips: list[np.ndarray]) -> None:
+    reg = Registry(client, settings.keys)
+    await reg.register_session(ROOM, "s1", "en", "Ada")
+    player = Player(client, settings.keys, PlayerConfig(ROOM, "es", hold_s=0.05, deadline_s=0.4,
+                    block_ms=50, until_ended=True), PacedSink())
+    task = asyncio.create_task(player.run())
+    await asyncio.sleep(0.4)
+    t0 = time.time()
+    pieces = speech_pieces(ROOM, "es", SegmentSpec("s1", 3, t0, t0 + 1, clips[0], "a"), 1)
+    await reg.end_session(ROOM, "s1")  # a short session: it ends as its only piece arrives
+    await Publisher(client, settings).publish_many(
+        settings.keys.room_stream("speech", ROOM, "es"),
+        [*pieces, end_marker(ROOM, "s1")])  # type: ignore[list-item]
+    report = await asyncio.wait_for(task, 5)
+    assert keyed(report.played) == [("s1", 3, 0)]
+
+
 class FailingSink(ListSink):
     async def play(self, pcm: bytes, rate: int, capture_start: float) -> float:
         raise OSError("device unplugged")

@@ -163,72 +163,69 @@ def check_room_stream(events: list[Any], committed: list[Translation], backend: 
         check_segment(by_seq[source.seq], source, backend)
 
 
-class FailsOnText:
-    """A real voice that raises whenever the text contains `marker` (a crashed model)."""
+class WrappedVoice:
+    """A real voice with something wrong with it (the subclasses say what)."""
 
-    def __init__(self, voice: Any, marker: str) -> None:
+    def __init__(self, voice: Any) -> None:
         self.voice = voice
         self.name = voice.name
-        self.marker = marker
-        self.failures = 0
 
     def supports(self, lang: str) -> bool:
         return bool(self.voice.supports(lang))
 
     def voices(self, lang: str) -> list[str]:
         return list(self.voice.voices(lang))
+
+    def synthesize(self, text: str, lang: str, voice: str | None = None,
+                   speed: float = 1.0) -> Audio:
+        return self.voice.synthesize(text, lang, voice, speed)  # type: ignore[no-any-return]
+
+
+class FailsOnText(WrappedVoice):
+    """Raises whenever the text contains `marker` (a crashed model)."""
+
+    def __init__(self, voice: Any, marker: str) -> None:
+        super().__init__(voice)
+        self.marker = marker
+        self.failures = 0
 
     def synthesize(self, text: str, lang: str, voice: str | None = None,
                    speed: float = 1.0) -> Audio:
         if self.marker in text:
             self.failures += 1
             raise SynthesisError("onnxruntime: invalid input shape")
-        return self.voice.synthesize(text, lang, voice, speed)  # type: ignore[no-any-return]
+        return super().synthesize(text, lang, voice, speed)
 
 
-class StallsOnce:
-    """A real voice that hangs once on its `stall_on`-th call (a wedged model)."""
+class StallsOnce(WrappedVoice):
+    """Hangs once, on its `stall_on`-th call (a wedged model)."""
 
     def __init__(self, voice: Any, stall_on: int, seconds: float) -> None:
-        self.voice = voice
-        self.name = voice.name
+        super().__init__(voice)
         self.stall_on = stall_on
         self.seconds = seconds
         self.calls = 0
-
-    def supports(self, lang: str) -> bool:
-        return bool(self.voice.supports(lang))
-
-    def voices(self, lang: str) -> list[str]:
-        return list(self.voice.voices(lang))
 
     def synthesize(self, text: str, lang: str, voice: str | None = None,
                    speed: float = 1.0) -> Audio:
         self.calls += 1
         if self.calls == self.stall_on:
             time.sleep(self.seconds)
-        return self.voice.synthesize(text, lang, voice, speed)  # type: ignore[no-any-return]
+        return super().synthesize(text, lang, voice, speed)
 
 
-class SlowVoice:
-    """A real voice that takes ``rtf`` times the audio's duration to make it (a slow host)."""
+class SlowVoice(WrappedVoice):
+    """Takes ``rtf`` times the audio's duration to make it (a slow host)."""
 
     def __init__(self, voice: Any, rtf: float) -> None:
-        self.voice = voice
-        self.name = voice.name
+        super().__init__(voice)
         self.rtf = rtf
-
-    def supports(self, lang: str) -> bool:
-        return bool(self.voice.supports(lang))
-
-    def voices(self, lang: str) -> list[str]:
-        return list(self.voice.voices(lang))
 
     def synthesize(self, text: str, lang: str, voice: str | None = None,
                    speed: float = 1.0) -> Audio:
-        audio = self.voice.synthesize(text, lang, voice, speed)
+        audio = super().synthesize(text, lang, voice, speed)
         time.sleep(self.rtf * audio.duration)
-        return audio  # type: ignore[no-any-return]
+        return audio
 
 
 # -- tests --------------------------------------------------------------------------------
