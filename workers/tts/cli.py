@@ -84,7 +84,7 @@ def _register_worker(commands: Any) -> None:
     g.add_argument("--warm", help="S2ST_TTS_WARM: languages to load at start "
                    "(default: those named in the backend table; 'none': load on first use)")
     g.add_argument("--max-rtf", help="S2ST_TTS_MAX_RTF: at start, a warmed voice slower than "
-                   "this real-time factor here is not used (0: no check; the CPU profile: 0.5)")
+                   "this real-time factor here is not used (0: no check; the CPU profile: 0.35)")
     add_bus_options(parser)
     parser.set_defaults(func=_worker)
 
