@@ -11,7 +11,7 @@ are fed with ``decode=False`` and decoded once, as the worker does.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -155,7 +155,7 @@ def replay(
 
 def replay_many(
     scheduler: BatchScheduler,
-    sessions: dict[str, tuple[StreamingRecognizer, Sequence[AudioChunk]]],
+    sessions: Mapping[str, tuple[StreamingRecognizer, Sequence[AudioChunk]]],
     *,
     chunk_s: float = 0.5,
     clock: Callable[[], float] = time.perf_counter,

@@ -235,6 +235,8 @@ class StreamingRecognizer:
         self._resume_at: int | None = None  # session offset to treat as committed after resume
         self._resume_words: tuple[Word, ...] = ()  # committed words to restore at that point
         self._pending: PendingDecode | None = None
+        self._utterance: int | None = None
+        self._language: str | None = None
         self._start_utterance(None)
         if state is not None:
             self._history = state.prompt
@@ -265,7 +267,7 @@ class StreamingRecognizer:
         self._tail: list[Word] = []  # previous hypothesis' uncommitted words
         self._last_partial = ""
         self._decoded_until = 0  # utterance position of the last decode's buffer end
-        self._language: str | None = None
+        self._language = None
         self._lang_locked = False
         self._ending = False
         self._any_commit = False
