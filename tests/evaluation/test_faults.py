@@ -124,7 +124,9 @@ def test_crashes_a_redis_restart_and_a_lost_capture_lose_and_repeat_nothing(
         server.start()
         after = {s: _safe(lambda s=s: r.xlen(keys.stream("transcript", Partition(ROOM, s))), 0)
                  for s in SESSIONS}
-        assert after == before, "the restart lost transcript entries"
+        # (the workers went on writing while the server shut down: more, never fewer)
+        assert all(after[s] >= before[s] for s in SESSIONS), ("the restart lost entries",
+                                                              before, after)
         took = _until(lambda: any(
             _safe(lambda s=s: r.xlen(keys.stream("transcript", Partition(ROOM, s))), 0)
             > before[s] for s in SESSIONS), 30)
