@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,35 @@ def test_normalization_and_wer() -> None:
     assert word_error_rate(["a b c d"], ["a x c"]) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         word_error_rate(["a"], ["a", "b"])
+
+
+def test_a_decode_that_loops_commits_nothing(manifest: dict[str, Any]) -> None:
+    """Whisper's compression-ratio rule: a loop whose period is too long for the n-gram cutter
+    (ten words) is a failed decode, agreed on by nothing; a sane decode after it commits."""
+    from workers.asr.audio import load_audio
+    from workers.asr.decoder import Hypothesis
+    from workers.asr.simulate import make_chunks
+
+    audio = load_audio(manifest["ljspeech_LJ001-0001"]["path"])[: 3 * 16000]
+    rec = StreamingRecognizer(None, StreamConfig())
+    phrase = "the printer set his type by hand in the shop"
+    loop = " ".join([phrase] * 4)
+
+    def hypothesis(text: str) -> Hypothesis:
+        ws = words(text, step=0.06)
+        return Hypothesis(ws, text, "en", 1.0, 0.0, -0.2, compression_ratio(text), len(ws),
+                          duration=3.0)
+
+    assert compression_ratio(loop) > GuardConfig().compression_ratio_threshold
+    assert texts(strip_repetitions(words(loop), GuardConfig())) == loop  # too long to see
+    committed: list[str] = []
+    for i, chunk in enumerate(make_chunks(audio)):
+        rec.feed(chunk, decode=False)
+        pending = rec.prepare()
+        if pending is None:
+            continue
+        text = loop if i < 4 else phrase
+        committed += [u.text for u in rec.apply(pending, hypothesis(text))
+                      if u.kind == "committed" and u.text]
+    assert committed, "the sane hypotheses after the loop were not committed"
+    assert normalize_text(" ".join(committed)) in normalize_text(phrase)

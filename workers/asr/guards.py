@@ -5,6 +5,8 @@
   without speech are dropped (Whisper invents text on silence and noise).
 * :func:`looks_like_non_speech` - Whisper's own no-speech rule (no-speech probability high and
   average log probability low).
+* :func:`looks_like_a_loop` - Whisper's compression-ratio rule: text that gzip compresses more
+  than 2.4 times is a repetition loop, a failed decode.
 * :func:`strip_repetitions` - cut repetition loops ("the the the the", "I'm sorry. I'm sorry.")
   down to what a speaker plausibly said.
 * :func:`is_stock_hallucination` - phrases Whisper produces on non-speech ("Thank you.",
@@ -88,6 +90,12 @@ class SpeechGate:
 def looks_like_non_speech(hyp: Hypothesis, cfg: GuardConfig) -> bool:
     """Whisper's rule: the no-speech token is likely and the text itself is unlikely."""
     return hyp.no_speech_prob > cfg.no_speech_threshold and hyp.avg_logprob < cfg.logprob_threshold
+
+
+def looks_like_a_loop(hyp: Hypothesis, cfg: GuardConfig) -> bool:
+    """Whisper's rule: a hypothesis whose text compresses better than the threshold repeats
+    itself (a loop with a period too long for :func:`strip_repetitions` to see)."""
+    return hyp.compression_ratio > cfg.compression_ratio_threshold
 
 
 STOCK_HALLUCINATIONS = frozenset(

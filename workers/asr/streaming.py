@@ -30,6 +30,7 @@ from .guards import (
     SpeechGate,
     cut_at_audio_end,
     is_stock_hallucination,
+    looks_like_a_loop,
     looks_like_non_speech,
     strip_repetitions,
     words_on_speech,
@@ -505,6 +506,10 @@ class StreamingRecognizer:
         """Guards, then shift to utterance time and drop words already committed."""
         cfg = self.config.guards
         if not hyp.words or looks_like_non_speech(hyp, cfg):
+            return []
+        if looks_like_a_loop(hyp, cfg) and not pending.final:
+            # A failed decode: nothing of it is agreed on or shown. The next decode, with more
+            # audio, gets another chance; at the utterance's end the loop is cut below.
             return []
         offset = pending.buffer_start / SAMPLE_RATE
         words = cut_at_audio_end(hyp.words, hyp.duration, cfg)
