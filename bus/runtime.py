@@ -45,6 +45,7 @@ from bus.logs import get_logger
 from bus.metrics import LAG, PENDING, SESSIONS_EXPIRED, serve_metrics
 from bus.middleware import Middleware, default_middleware
 from bus.registry import Registry, SessionInfo, partitions_for
+from bus.retention import RetentionSweeper
 from bus.scripts import Scripts
 from bus.settings import BusSettings
 from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
@@ -140,6 +141,10 @@ class Worker:
             self.r = await connect(self.settings)
         self.scripts = Scripts(self.r)
         self.registry = Registry(self.r, self.keys, cluster=self.settings.redis_cluster)
+        self._sweeper = RetentionSweeper(
+            self.r, self.keys, self.registry, stage=self.group, family=self.stage.input_family,
+            per_lang=self.stage.per_lang, retention_s=self.settings.retention_s,
+            cluster=self.settings.redis_cluster)
         if handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -162,6 +167,7 @@ class Worker:
             asyncio.create_task(self._committer(), name="committer"),
             asyncio.create_task(self._fetch_supervisor(), name="fetch"),
             asyncio.create_task(self._lag_loop(), name="lag"),
+            asyncio.create_task(self._retention_loop(), name="retention"),
         ]
         self.started.set()
         try:
@@ -765,6 +771,31 @@ class Worker:
         """How long after a session ended its input stream may still appear (the retention
         window: by then it would be trimmed; an hour when streams are capped by length)."""
         return self.settings.retention_s if self.settings.retention_s > 0 else 3600.0
+
+    # -- retention ----------------------------------------------------------------------
+    async def _retention_loop(self) -> None:
+        """Sweep the inputs of sessions that ended a retention window ago (bus/retention.py)."""
+        keep = self.settings.retention_s
+        if keep <= 0:
+            return
+        while True:
+            await asyncio.sleep(min(60.0, max(0.2, keep / 4)))
+            try:
+                for room in await self.registry.rooms():
+                    swept, forgotten = await self._sweeper.sweep(
+                        room, await self.registry.sessions(room), self._targets.get(room, []),
+                        busy=set(self.owned))
+                    self._finished_cache |= swept
+                    if forgotten:
+                        self._finished_cache = {p for p in self._finished_cache
+                                                if p.room != room or p.session not in forgotten}
+                        for sid in forgotten:
+                            self._sessions.pop((room, sid), None)
+                    if swept or forgotten:
+                        log.info("retention: expired sessions swept", room=room,
+                                 streams=len(swept), forgotten=len(forgotten))
+            except (RedisError, OSError) as exc:
+                log.warning("retention sweep failed", error=str(exc))
 
     # -- lag --------------------------------------------------------------------------
     async def _lag_loop(self) -> None:

@@ -44,9 +44,13 @@ class BusSettings(BaseSettings):
         4 * 1024 * 1024, ge=1024, description="larger entries are dead-lettered unread"
     )
     retention_s: float = Field(
-        3600.0, ge=0, description="streams are trimmed to this window (XADD MINID ~); 0 = keep"
+        3600.0, ge=0, description="streams are trimmed to this window (XADD MINID ~) and an "
+        "ended session's streams are deleted one window after its end; 0 = keep"
     )
-    maxlen: int = Field(0, ge=0, description="also cap streams at about this many entries; 0 = no cap")
+    maxlen: int = Field(
+        0, ge=0, description="with a retention of 0: cap streams at about this many entries "
+        "instead (XADD MAXLEN ~); 0 = no cap"
+    )
     session_timeout_s: float = Field(
         60.0, gt=0, description="a session with no heartbeat for this long is ended"
     )

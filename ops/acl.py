@@ -14,7 +14,8 @@ Roles and what each may do (docs/operations.md, "Redis users per role"):
 * ``worker-<stage>``: its input and output streams, its leases, the room's progress and
   dead letters, the status and alive hashes and the audio streams (the janitor ends silent
   sessions and announces it), ``P:workers:<stage>``, the announcements, read-only registry
-  keys.
+  keys, and HDEL on ``sessions`` (the retention sweep forgets sessions that ended two
+  retention windows ago, bus/retention.py).
 * ``admin``: everything (``s2st room create``, ``s2st status``, operators).
 
 The ``default`` user is turned off: every client must log in. Passwords are written as
@@ -49,7 +50,7 @@ WORKER_COMMANDS = (
     "+xreadgroup +xread +xrange +xrevrange +xadd +xack +xautoclaim +xclaim +xpending +xlen "
     "+xgroup|create +xinfo|groups +xinfo|stream "
     "+set +get +pexpire +del +exists "  # leases: SET NX PX, renew/release scripts
-    "+hget +hset +hexists +hgetall +hdel "  # progress, status (janitor), registry reads
+    "+hget +hset +hexists +hgetall +hdel +hscan "  # progress, status (janitor), registry reads
     "+smembers +sismember +zadd +zrem +zcard +zcount +zrangebyscore +zremrangebyscore "
     "+multi +exec +discard"
 )
@@ -115,6 +116,7 @@ def worker_rule(keys: Keys, spec: WorkerSpec) -> str:
     return (
         f"resetkeys resetchannels -@all {_CONNECT} {WORKER_COMMANDS} "
         + " ".join(f"~{k}" for k in rw) + " " + " ".join(f"%R~{k}" for k in ro)
+        + f" (+hdel ~{r}:sessions)"  # the retention sweep forgets expired sessions
     )
 
 

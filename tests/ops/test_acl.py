@@ -213,9 +213,10 @@ def _stale_session(admin: redis.Redis, room: str, session: str) -> None:
     admin.hset(f"s2st:{{{room}}}:alive", session, int((now - 10) * 1000))
 
 
-def _worker(url: str) -> subprocess.Popen[str]:
+def _worker(url: str, **extra: str) -> subprocess.Popen[str]:
     env = _env(url)
     env["S2ST_SESSION_TIMEOUT_S"] = "5"
+    env.update(extra)
     return subprocess.Popen(
         [sys.executable, "-m", "ops.cli", "worker", "--input", "audio", "--output", "relayed"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -264,6 +265,14 @@ def test_relay_worker_with_its_user_runs_a_session(acl_redis: AclRedis) -> None:
     admin.acl_log_reset()
     _relay_session(acl_redis.url("worker-relay"), admin, acl_redis.url("capture-r3"), "r3",
                    "relay1")
+    assert not _acl_log(admin, "worker-relay"), _acl_log(admin, "worker-relay")
+    # with a short retention the same user sweeps the ended sessions (bus/retention.py)
+    worker = _worker(acl_redis.url("worker-relay"), S2ST_RETENTION_S="1")
+    try:
+        _wait(lambda: not admin.hexists("s2st:{r3}:sessions", "relay1"))
+        assert not admin.exists("s2st:{r3}:audio:relay1")
+    finally:
+        _stop(worker)
     assert not _acl_log(admin, "worker-relay"), _acl_log(admin, "worker-relay")
     w = acl_redis.client("worker-relay")
     _denied(w.xrange, "s2st:{r1}:transcript:s1")  # not its stage's streams

@@ -1,0 +1,119 @@
+"""Retention of ended sessions: what a session leaves on the bus is gone one window after it.
+
+Streams are trimmed as they are written (``XADD MINID ~ now - retention``), but a session's
+streams stop being written when it ends, so trimming alone would keep every ended session's
+audio, transcripts and translations for ever. Each worker therefore sweeps, every so often,
+the sessions that ended more than ``retention_s`` ago:
+
+* **its own input streams** of such a session are deleted, with its watermark and dedup
+  fields in the room's progress hash; its ``fin`` field is set, so that no worker of the
+  stage takes the (now missing) stream again;
+* one more window later (``2 * retention_s`` after the end) the session is **forgotten**: its
+  registry entries (``sessions``, ``status``, ``alive``) and every stage's ``fin`` field go.
+  The gap lets every stage, whichever of them runs, find the session and sweep its inputs.
+
+Every step is idempotent, so any number of workers may sweep at once. Room-wide streams
+(one per room and language) keep at most one window of entries as they are written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bus.keys import Keys, Partition
+from bus.registry import Registry, SessionInfo
+
+
+@dataclass(frozen=True)
+class ProgressField:
+    """One field of a room's progress hash, parsed: ``wm|stage|family:session[:lang]``,
+    ``fin|...`` the same, or ``out|stage|<output key>|session``."""
+
+    name: str
+    kind: str
+    stage: str
+    session: str
+    lang: str | None = None
+
+    @classmethod
+    def parse(cls, name: str) -> ProgressField | None:
+        parts = name.split("|")
+        if len(parts) == 3 and parts[0] in ("wm", "fin"):
+            where = parts[2].split(":")
+            if len(where) in (2, 3):
+                lang = where[2] if len(where) == 3 else None
+                return cls(name, parts[0], parts[1], where[1], lang)
+        elif len(parts) == 4 and parts[0] == "out":
+            return cls(name, "out", parts[1], parts[3])
+        return None
+
+
+def ended_at(info: SessionInfo) -> float:
+    """When a session ended (a session ended by the janitor has only its last heartbeat)."""
+    return info.ended or info.last_seen or info.started
+
+
+class RetentionSweeper:
+    """Sweeps one stage's inputs of expired sessions (see the module docstring)."""
+
+    def __init__(self, client: Any, keys: Keys, registry: Registry, *, stage: str,
+                 family: str, per_lang: bool, retention_s: float, cluster: bool) -> None:
+        self.r = client
+        self.keys = keys
+        self.registry = registry
+        self.stage = stage
+        self.family = family
+        self.per_lang = per_lang
+        self.retention_s = retention_s
+        self.cluster = cluster
+
+    async def sweep(self, room: str, sessions: list[SessionInfo], targets: list[str],
+                    busy: set[Partition], now: float | None = None) -> tuple[set[Partition], set[str]]:
+        """Sweep one room. Returns (partitions of this stage now finished and deleted,
+        sessions forgotten). ``busy``: partitions this worker owns (left alone)."""
+        if self.retention_s <= 0:
+            return set(), set()
+        now = time.time() if now is None else now
+        expired = {s.session: s for s in sessions
+                   if not s.active and ended_at(s) < now - self.retention_s}
+        if not expired:
+            return set(), set()
+        progress = self.keys.progress(room)
+        fields = [f for f in [ProgressField.parse(_s(name))
+                              async for name, _value in self.r.hscan_iter(progress)]
+                  if f is not None and f.session in expired]
+        swept: set[Partition] = set()
+        pipe = self.r.pipeline(transaction=not self.cluster)
+        for sid in expired:
+            mine = [f for f in fields if f.session == sid and f.stage == self.stage]
+            parts = self._partitions(room, sid, mine, targets) - busy
+            for part in parts:
+                pipe.delete(self.keys.stream(self.family, part))
+                pipe.hset(progress, self.keys.finished_field(self.stage, self.family, part), "1")
+            drop = [f.name for f in mine if f.kind != "fin"]
+            if drop:
+                pipe.hdel(progress, *drop)
+            swept |= parts
+        forgotten = {sid for sid, info in expired.items()
+                     if ended_at(info) < now - 2 * self.retention_s}
+        if forgotten:
+            for key in (self.keys.sessions(room), self.keys.status(room), self.keys.alive(room)):
+                pipe.hdel(key, *forgotten)
+            leftovers = [f.name for f in fields if f.session in forgotten]
+            if leftovers:
+                pipe.hdel(progress, *leftovers)
+        await pipe.execute()
+        return swept, forgotten
+
+    def _partitions(self, room: str, session: str, fields: list[ProgressField],
+                    targets: list[str]) -> set[Partition]:
+        if not self.per_lang:
+            return {Partition(room, session)}
+        langs = {f.lang for f in fields if f.lang} | set(targets)
+        return {Partition(room, session, lang) for lang in langs}
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
