@@ -20,6 +20,8 @@ MT_FLAGS = {
     "pivots": ("S2ST_MT_PIVOTS", "pivot languages tried in order (default en,es)"),
     "models": ("S2ST_MT_MODELS", "JSON object naming model backends"),
     "hold_timeout_s": ("S2ST_MT_HOLD_TIMEOUT_S", "longest wait of mid-sentence text (default 1.5)"),
+    "idle_hold_s": ("S2ST_MT_IDLE_HOLD_S",
+                    "its wait when the listener has nothing left to hear (default 0.5)"),
     "min_clause_words": ("S2ST_MT_MIN_CLAUSE_WORDS", "words before a comma counts as a boundary (default 5)"),
     "context": ("S2ST_MT_CONTEXT", "previous sentences given to backends (default 3)"),
     "captions": ("S2ST_MT_CAPTIONS", "live captions: auto (fast routes only), on, off"),

@@ -60,6 +60,7 @@ class MTSettings:
             raise ValueError(f"S2ST_MT_CAPTIONS must be auto, on or off, not {captions!r}")
         engine = EngineConfig(
             hold_timeout_s=_number(env, "S2ST_MT_HOLD_TIMEOUT_S", 1.5, float, minimum=0.0),
+            idle_hold_s=_number(env, "S2ST_MT_IDLE_HOLD_S", 0.5, float, minimum=0.0),
             min_clause_words=_number(env, "S2ST_MT_MIN_CLAUSE_WORDS", 5, int, minimum=1),
             context_sentences=_number(env, "S2ST_MT_CONTEXT", 3, int, minimum=0),
             captions=cast(CaptionMode, captions),

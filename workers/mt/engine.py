@@ -110,6 +110,7 @@ class Skip:
 @dataclass
 class EngineConfig:
     hold_timeout_s: float = 1.5
+    idle_hold_s: float = 0.5  # the hold when the listener has nothing left to hear
     min_clause_words: int = 5
     max_held_words: int = 40
     context_sentences: int = 3
@@ -137,6 +138,7 @@ class SessionEngine:
         self.session = session
         self.segmenter = ClauseSegmenter(
             hold_timeout_s=self.config.hold_timeout_s,
+            idle_hold_s=self.config.idle_hold_s,
             min_clause_words=self.config.min_clause_words,
             max_words=self.config.max_held_words,
         )

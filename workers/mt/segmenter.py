@@ -11,8 +11,13 @@ everything up to the last boundary is released as one span:
   ``min_clause_words`` words, so "Well," or "So," do not become spans of their own;
 - the last commit of an utterance (``final``), a new utterance or language, ``flush()`` and
   more than ``max_words`` held release everything held;
-- ``poll(now)`` releases held text that has waited ``hold_timeout_s`` since it arrived, so a
-  speaker who stops mid-sentence is still translated.
+- ``poll(now)`` releases held text that has waited long enough since it arrived, so a speaker
+  who stops mid-sentence is still translated. How long depends on the listener: while the
+  speech of the spans already released is still being heard (estimated as their source
+  duration from their release on), holding costs the listener nothing, so text waits up to
+  ``hold_timeout_s`` for a boundary; once the listener has nothing left to hear (the start
+  of a session, after a pause, after a short span), every held second is a second of silence
+  for them, so text waits only ``idle_hold_s``.
 
 A span keeps the first and last source seq, the sample range and the capture times of the
 pieces it merged. When a boundary falls inside a piece, the piece is split and its sample range
@@ -23,6 +28,7 @@ what a worker taking over the session needs to rebuild the held text from the st
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 
@@ -94,8 +100,13 @@ class ClauseSegmenter:
         hold_timeout_s: float = 1.5,
         min_clause_words: int = 5,
         max_words: int = 40,
+        idle_hold_s: float | None = None,
     ) -> None:
         self.hold_timeout_s = hold_timeout_s
+        # None: always hold_timeout_s (the listener is not taken into account)
+        self.idle_hold_s = hold_timeout_s if idle_hold_s is None else min(idle_hold_s,
+                                                                          hold_timeout_s)
+        self._heard_until = -math.inf  # when the listener will have heard what was released
         self.min_clause_words = min_clause_words
         self.max_words = max_words
         self._held: list[_Held] = []
@@ -152,24 +163,39 @@ class ClauseSegmenter:
         if not piece.text[start:].strip():
             if piece.final:
                 released += self._release_all("final")
-            return released
+            return self._heard(released, now)
         if not self._held:
             self._held_since = now
         self._held.append(_Held(piece, start))
         if piece.final:
             released += self._release_all("final")
-            return released
+            return self._heard(released, now)
         released += self._release_at_boundary(now)
         if len(self.held_text.split()) > self.max_words:
             released += self._release_all("length")
-        return released
+        return self._heard(released, now)
 
     def poll(self, now: float) -> list[Span]:
-        """Release held text that has waited longer than the timeout."""
-        if self._held and self._held_since is not None:
-            if now - self._held_since >= self.hold_timeout_s:
-                return self._release_all("timeout")
+        """Release held text that has waited long enough (see the module docstring)."""
+        deadline = self.hold_deadline
+        if deadline is not None and now >= deadline:
+            return self._heard(self._release_all("timeout"), now)
         return []
+
+    @property
+    def hold_deadline(self) -> float | None:
+        """When ``poll`` releases the held text if no boundary comes first."""
+        if not self._held or self._held_since is None:
+            return None
+        busy = self._heard_until - self._held_since
+        return self._held_since + max(self.idle_hold_s, min(self.hold_timeout_s, busy))
+
+    def _heard(self, spans: list[Span], now: float) -> list[Span]:
+        """The listener will hear each released span for about as long as it was spoken."""
+        for span in spans:
+            self._heard_until = (max(self._heard_until, now)
+                                 + max(0.0, span.capture_end - span.capture_start))
+        return spans
 
     def flush(self) -> list[Span]:
         """End of stream (or of an utterance the ASR never marked final): release all."""
