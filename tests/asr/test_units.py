@@ -155,3 +155,25 @@ def test_a_decode_that_loops_commits_nothing(manifest: dict[str, Any]) -> None:
                       if u.kind == "committed" and u.text]
     assert committed, "the sane hypotheses after the loop were not committed"
     assert normalize_text(" ".join(committed)) in normalize_text(phrase)
+
+
+def test_auto_task_translates_only_sessions_of_english_only_rooms() -> None:
+    """S2ST_ASR_TASK=auto: Whisper's own translation where every listener wants English."""
+    from types import SimpleNamespace
+
+    from workers.asr.stage import ASRConfig, ASRStage
+
+    stage = ASRStage(ASRConfig(model="base", task="auto"))
+    stage.decoder = SimpleNamespace(multilingual=True)  # type: ignore[assignment]
+
+    def task(source: str, targets: list[str]) -> str:
+        ctx = SimpleNamespace(session=SimpleNamespace(source_lang=source), targets=targets)
+        return stage._stream_config(ctx).task  # type: ignore[arg-type]
+
+    assert task("fr", ["en"]) == "translate"
+    assert task("auto", ["en"]) == "translate"
+    assert task("en", ["en"]) == "transcribe"
+    assert task("fr", ["en", "es"]) == "transcribe"  # the Spanish listeners need French text
+    assert task("fr", []) == "transcribe"
+    stage.config.task = "transcribe"
+    assert task("fr", ["en"]) == "transcribe"

@@ -126,6 +126,22 @@ def test_a_listener_of_the_speakers_language_gets_the_text_itself(router: Router
     ]
 
 
+def test_whisper_translate_output_is_english_and_passes_through(router: Router) -> None:
+    """A session whose ASR ran Whisper's translate task: its text is already English (lang
+    en, source_lang fr); English listeners get it as it is, the others from the English."""
+    fields = {
+        "kind": "committed", "seq": "1", "utterance": "u1", "text": "Good  morning.",
+        "lang": "en", "source_lang": "fr", "task": "translate", "sample_start": 0,
+        "sample_end": 16000, "capture_start": 1.0, "capture_end": 2.0, "final": True,
+    }
+    engine = SessionEngine(router, ["en", "es"])
+    out = engine.on_committed(TranscriptIn.from_event(fields), now=0.0)
+    assert [(o.lang, o.src_lang, o.text, o.route) for o in out] == [
+        ("en", "en", "Good morning.", "passthrough"),
+        ("es", "en", "Buenos días.", "apertium:en-es"),
+    ]
+
+
 def test_context_of_previous_sentences_reaches_the_backend(router: Router) -> None:
     seen: list[tuple[str, ...]] = []
 

@@ -39,9 +39,10 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
                    help="auto: int8 on CPU, float16 on CUDA")
     p.add_argument("--threads", type=int, default=_int_env("S2ST_ASR_THREADS"),
                    help="CPU threads of the model")
-    p.add_argument("--task", choices=["transcribe", "translate"],
+    p.add_argument("--task", choices=["transcribe", "translate", "auto"],
                    default=env("S2ST_ASR_TASK", "transcribe"),
-                   help="translate: Whisper writes English text from any language")
+                   help="translate: Whisper writes English text from any language; auto: it "
+                        "does so for sessions of rooms that listen only in English")
     p.add_argument("--language", default=env("S2ST_ASR_LANGUAGE"),
                    help="override the sessions' source language (e.g. auto)")
     p.add_argument("--min-decode-s", type=float,

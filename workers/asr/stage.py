@@ -43,7 +43,7 @@ class ASRConfig:
     device: str = "auto"
     compute_type: str = "auto"
     cpu_threads: int | None = None
-    task: str = "transcribe"  # "translate": English text from any language
+    task: str = "transcribe"  # "translate": English text from any language; "auto": see below
     language: str | None = None  # override the sessions' source language
     min_decode_s: float = 0.5
     beam_size: int = 1
@@ -140,7 +140,14 @@ class ASRStage(Stage):
                 raise Reject(f"model {self.config.model} is English-only; session language is "
                              f"{language!r} (use a multilingual model such as base)")
             language = "en"
-        return StreamConfig(language=language, task=self.config.task,  # type: ignore[arg-type]
+        task = self.config.task
+        if task == "auto":
+            # Whisper's own translation for a session whose room listens only in English
+            # (decided when the session is taken: a listener language added later is
+            # translated from that English by the MT stage)
+            english_only = ctx.targets == ["en"] and language != "en"
+            task = "translate" if english_only else "transcribe"
+        return StreamConfig(language=language, task=task,  # type: ignore[arg-type]
                             min_decode_s=self.config.min_decode_s)
 
     async def on_acquire(self, ctx: PartitionContext) -> None:
