@@ -54,7 +54,7 @@ def engine_with(primary: Any, espeak: EspeakSynthesizer, **config: Any) -> TtsEn
     return TtsEngine(settings, {"primary": primary, "espeak": espeak})
 
 
-def test_crashing_backend_is_replaced_by_espeak_in_order(
+def test_crashing_backend_is_replaced_by_espeak_for_the_rest_of_the_segment(
     espeak: EspeakSynthesizer, manifest: dict[str, dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
     text = manifest["fleurs_en_1938"]["translation_es"]
@@ -66,24 +66,40 @@ def test_crashing_backend_is_replaced_by_espeak_in_order(
     assert [p.part for p in pieces] == list(range(len(pieces)))
     assert [p.last for p in pieces] == [False] * (len(pieces) - 1) + [True]
     assert " ".join(p.text for p in pieces).split() == text.split()
-    assert [p.backend for p in pieces][:3] == ["primary", "espeak", "primary"]
-    assert [p.fallback for p in pieces][:3] == [False, True, False]
-    assert pieces[1].voice in espeak.voices("es") and pieces[0].voice in primary.voices("es")
+    # The voice that took over keeps the segment: no switching back mid-sentence.
+    assert [p.backend for p in pieces] == ["primary"] + ["espeak"] * (len(pieces) - 1)
+    assert [p.fallback for p in pieces] == [False] + [True] * (len(pieces) - 1)
+    assert pieces[0].voice in primary.voices("es")
+    assert len({p.voice for p in pieces[1:]}) == 1 and pieces[1].voice in espeak.voices("es")
     assert all(p.samples > 0.3 * p.rate for p in pieces)  # real speech, not a silent stub
-    assert engine.stats.failures == {"primary": 1}
-    assert engine.stats.fallbacks == 1 and engine.stats.silent == 0
+    assert primary.calls == 2 and engine.stats.failures == {"primary": 1}
+    assert engine.stats.fallbacks == len(pieces) - 1 and engine.stats.silent == 0
     assert "primary failed" in caplog.text and "invalid input shape" in caplog.text
 
 
-def test_every_piece_falls_back_when_the_backend_always_fails(
+def test_the_next_segment_tries_the_configured_voice_again(
+    espeak: EspeakSynthesizer, manifest: dict[str, dict[str, Any]]
+) -> None:
+    primary = Crashing(espeak, crash_on={0})  # only the first piece of the first segment
+    engine = engine_with(primary, espeak)
+    first = list(engine.speak(manifest["fleurs_en_1972"]["translation_es"], "es"))
+    second = list(engine.speak(manifest["fleurs_en_1728"]["translation_es"], "es"))
+    assert len(first) >= 2 and {p.backend for p in first} == {"espeak"}
+    assert len(second) >= 2 and {p.backend for p in second} == {"primary"}
+    assert not any(p.fallback for p in second)
+    assert primary.calls == 1 + len(second) and engine.stats.failures == {"primary": 1}
+    assert engine.stats.fallbacks == len(first)
+
+
+def test_a_backend_that_always_fails_is_tried_once_per_segment(
     espeak: EspeakSynthesizer, manifest: dict[str, dict[str, Any]]
 ) -> None:
     primary = Crashing(espeak, error=SynthesisError("no phonemes"))
     engine = engine_with(primary, espeak)
-    text = manifest["fleurs_en_1972"]["translation_es"]
-    pieces = list(engine.speak(text, "es"))
-    assert {p.backend for p in pieces} == {"espeak"}
-    assert engine.stats.failures["primary"] == len(pieces) == primary.calls
+    for clip in ("fleurs_en_1972", "fleurs_en_1728"):
+        pieces = list(engine.speak(manifest[clip]["translation_es"], "es"))
+        assert len(pieces) >= 2 and {p.backend for p in pieces} == {"espeak"}
+    assert engine.stats.failures["primary"] == 2 == primary.calls
 
 
 def test_unavailable_backend_is_skipped_after_the_first_failure(

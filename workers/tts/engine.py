@@ -2,8 +2,10 @@
 
 For every piece of the segment (see splitter) the configured backends of the language are
 tried in order, the fallback (espeak-ng) last. A backend that raises is counted and logged
-and the next one speaks that piece; if every one fails the piece is a short silence, so the
-parts of a segment always arrive complete and in order and a session never stalls.
+and the next one speaks that piece and the rest of the segment (a voice that switched
+back mid-sentence would be jarring); the next segment tries the configured one again. If
+every one fails the piece is a short silence, so the parts of a segment always arrive
+complete and in order and a session never stalls.
 """
 
 from __future__ import annotations
@@ -150,7 +152,9 @@ class TtsEngine:
         Yields nothing when the text holds nothing speakable. `voice` forces a voice of the
         first backend; otherwise each backend picks a stable voice for (session, speaker).
         `speed` scales the voices' pace (see pacing.py); `fast` skips to the fallback voice
-        (a segment so late that only the fastest voice catches up).
+        (a segment so late that only the fastest voice catches up). Once a voice fails on a
+        piece, the one that took over speaks the rest of the segment: switching back mid-way
+        would change the voice within a sentence.
         """
         self.stats.segments += 1
         cleaned = clean_text(text)
@@ -171,11 +175,14 @@ class TtsEngine:
         chain = self.chain(lang)
         if fast and self.config.fallback in chain:
             chain = chain[chain.index(self.config.fallback) :]
+        start = 0  # position in the chain of the voice speaking this segment
         for index, piece_text in enumerate(pieces):
             started = time.perf_counter()
             samples, name, used_voice, fell_back = self._synthesize(
-                piece_text, lang, chain, session, speaker, voice, speed
+                piece_text, lang, chain, session, speaker, voice, speed, start
             )
+            if name in chain:  # not "none": a silent piece leaves the next one to the same voice
+                start = chain.index(name)
             self.stats.pieces += 1
             rate = self.config.output_rate
             yield SpeechPiece(
@@ -210,10 +217,13 @@ class TtsEngine:
         speaker: str,
         voice: str | None,
         speed: float = 1.0,
+        start: int = 0,
     ) -> tuple[Float, str, str, bool]:
         """(finished samples at the output rate, backend, voice, fell back) of the first
-        backend that succeeds; a backend whose audio cannot be finished counts as failed."""
-        for position, name in enumerate(chain):
+        backend from ``chain[start]`` on that succeeds; a backend whose audio cannot be
+        finished counts as failed. "Fell back" is relative to the whole chain: the rest of a
+        segment whose first voice failed still counts as spoken by a later backend."""
+        for position, name in enumerate(chain[start:], start):
             if self._skip_until.get(name, 0.0) > time.monotonic():
                 continue
             try:
