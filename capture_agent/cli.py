@@ -56,8 +56,14 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
         "--min-silence-ms", type=float, default=400.0, help="silence that ends an utterance (400)"
     )
     vad.add_argument(
-        "--pad-ms", type=float, default=192.0, help="audio kept before and after speech (192)"
+        "--pre-pad-ms", type=float, default=320.0,
+        help="audio kept before the first voiced frame (320: the VAD fires a few frames into "
+        "a word, and a clipped first consonant costs the ASR the word)",
     )
+    vad.add_argument(
+        "--post-pad-ms", type=float, default=192.0, help="audio kept after speech (192)"
+    )
+    vad.add_argument("--pad-ms", type=float, help="both pads at once")
     vad.add_argument(
         "--max-utterance-s",
         type=float,
@@ -76,8 +82,8 @@ def config_from_args(args: argparse.Namespace) -> CaptureConfig:
         vad_backend=args.vad,
         threshold=args.threshold,
         min_silence_ms=args.min_silence_ms,
-        pre_pad_ms=args.pad_ms,
-        post_pad_ms=args.pad_ms,
+        pre_pad_ms=args.pre_pad_ms if args.pad_ms is None else args.pad_ms,
+        post_pad_ms=args.post_pad_ms if args.pad_ms is None else args.pad_ms,
         max_utterance_ms=args.max_utterance_s * 1000,
         send_all=args.send_all,
     )

@@ -38,7 +38,7 @@ class CaptureConfig:
     threshold: float = 0.5
     min_speech_ms: float = 64.0
     min_silence_ms: float = 400.0
-    pre_pad_ms: float = 192.0
+    pre_pad_ms: float = 320.0
     post_pad_ms: float = 192.0
     max_utterance_ms: float = 20000.0
     send_all: bool = False

@@ -48,7 +48,7 @@ class SegmenterConfig:
     neg_threshold: float | None = None  # default: threshold - 0.15
     min_speech_ms: float = 64.0
     min_silence_ms: float = 400.0
-    pre_pad_ms: float = 192.0
+    pre_pad_ms: float = 320.0
     post_pad_ms: float = 192.0
     max_utterance_ms: float = 20000.0
     send_all: bool = False

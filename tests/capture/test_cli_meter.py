@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,28 +52,22 @@ def test_one_input_required(capsys):
     assert "exactly one input" in capsys.readouterr().err
 
 
-def test_bench_writes_json(clip, tmp_path, capsys):
+def test_bench_writes_json(clip, tmp_path):
+    """`s2st bench capture` in its own process, as an operator runs it: the resident memory it
+    reports is the capture agent's own (the test process holds the ASR models)."""
     out = tmp_path / "bench.json"
-    assert (
-        main(
-            [
-                "bench",
-                "capture",
-                "--file",
-                str(clip(SHORT_CLIP)),
-                "--backends",
-                "lite",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "bench", "capture", "--file", str(clip(SHORT_CLIP)),
+         "--backends", "lite", "--json", str(out)],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120,
     )
+    assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())["results"][0]
     assert result["backend"] == "lite"
     assert result["audio_s"] == pytest.approx(1.9, abs=0.05)
-    assert 0 < result["total_cpu_s"] and 20 < result["rss_peak_mb"] < 1000
-    assert "lite" in capsys.readouterr().out
+    # the light agent: well under the 150 MB target (about 75 MB measured)
+    assert 0 < result["total_cpu_s"] and 20 < result["rss_peak_mb"] < 150
+    assert "lite" in done.stdout
 
 
 def test_meter_and_metrics_show_the_same_figures(clip):

@@ -4,6 +4,7 @@ that can be killed and replaced, and the checks that nothing was lost or repeate
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import select
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bus.events import (
+    AudioChunk,
     ControlEvent,
     DeadLetter,
     Speech,
@@ -172,18 +174,25 @@ def words(text: str) -> list[str]:
 
 def check_session(client: Any, keys: Any, room: str, session: str,
                   langs: list[str]) -> dict[str, int]:
-    """Every committed source segment translated once per language, in order, and every
-    translation spoken once (its pieces once each, in order); the streams ended."""
+    """Every audio chunk on the bus once, in order; every committed source segment translated
+    once per language, in order, and every translation spoken once (its pieces once each, in
+    order); the streams ended."""
     from bus.keys import Partition
 
     part = Partition(room, session)
+    # the audio: every chunk the capture agent cut is on the bus once, in order (an outage
+    # that lost buffered chunks would leave a gap in the seqs)
+    audio = [e for e in events(client, keys.stream("audio", part)) if isinstance(e, AudioChunk)]
+    assert audio and [e.seq for e in audio] == list(range(len(audio))), f"{session}: audio seqs"
+    assert all(b.offset >= a.offset + a.samples for a, b in itertools.pairwise(audio)), \
+        f"{session}: audio offsets overlap"
     transcripts = events(client, keys.stream("transcript", part))
     assert isinstance(transcripts[-1], ControlEvent), "the transcript stream has no end"
     committed = [e for e in transcripts if isinstance(e, Transcript) and e.kind == "committed"]
     assert [e.seq for e in committed] == list(range(len(committed))), "transcript seqs"
     source = words(" ".join(e.text for e in committed))
     assert source, f"{session}: nothing was recognized"
-    counts = {"transcripts": len(committed)}
+    counts = {"chunks": len(audio), "transcripts": len(committed)}
     for lang in langs:
         stream = events(client, keys.stream("translation", Partition(room, session, lang)))
         assert isinstance(stream[-1], ControlEvent), f"{session}/{lang}: no end of translation"

@@ -2,8 +2,8 @@
 
 One English session is spoken at real-time pace through real workers (tiny.en, Apertium,
 espeak-ng) and heard by a player, while: garbage is added with redis-cli into each of its
-streams (audio, transcript, translation, speech); oversized and impossible events go into a
-second session's streams; capture agents are started with an invalid room id, a file with
+streams (audio, transcript, translation, speech) and into the announcements; oversized and
+impossible events go into a second session's streams and the room's speech stream; capture agents are started with an invalid room id, a file with
 NaN samples and a file of full-scale noise; and a third session's capture agent is killed so
 the session never ends by itself. The good session is translated and heard in full, every
 bad entry is in the dead-letter stream with its reason (or, on the speech stream, skipped and
@@ -104,6 +104,7 @@ def test_bad_input_is_dead_lettered_or_refused_and_the_good_session_is_served(
             _cli("XADD", key, "*", "hello", "world")
             _cli("XADD", key, "*", "v", "1", "type", "audio", "room", ROOM, "session", "good")
         _cli("XADD", keys.room_stream("speech", ROOM, "es"), "*", "garbage", "yes")
+        _cli("XADD", keys.announce, "*", "garbage", "yes")  # what wakes every worker's discovery
         # -- oversized and impossible events of another session ----------------------------------
         junk = Partition(ROOM, "junk")
         r.hset(keys.sessions(ROOM), "junk", json.dumps({"source_lang": "en",
@@ -118,6 +119,9 @@ def test_bad_input_is_dead_lettered_or_refused_and_the_good_session_is_served(
                                              "samples": "-5"})  # a negative sample count
         r.xadd(keys.stream("transcript", junk), {**big, "type": "transcript", "payload": b"\x80",
                                                  "text": "word " * 300_000})  # 1.5 MB of text
+        r.xadd(keys.stream("translation", Partition(ROOM, "junk", "es")),
+               {**big, "type": "translation", "payload": b"\x80", "text": "palabra " * 200_000})
+        r.xadd(keys.room_stream("speech", ROOM, "es"), {**big, "type": "speech"})  # 2 MB of PCM
         # -- the good session is translated and heard in full -------------------------------------
         assert good.wait(timeout=90) == 0
         assert noisy.wait(timeout=60) == 0
@@ -150,15 +154,16 @@ def test_bad_input_is_dead_lettered_or_refused_and_the_good_session_is_served(
                 (key, errors)
         junk_errors = by_stream.get(keys.local_part(keys.stream("audio", junk)), [])
         assert sorted(e.split(":")[0] for e in junk_errors) == ["malformed", "oversized"]
-        assert [e.split(":")[0] for e in by_stream.get(
-            keys.local_part(keys.stream("transcript", junk)), [])] == ["oversized"]
+        for family, part in (("transcript", junk), ("translation", Partition(ROOM, "junk", "es"))):
+            assert [e.split(":")[0] for e in by_stream.get(
+                keys.local_part(keys.stream(family, part)), [])] == ["oversized"], family
         oversized = next(d for d in dead if d.error.startswith("oversized"))
         assert all(len(v) <= 1024 for v in oversized.original.values())
         # the player skipped the garbage on the speech stream and counted it
         r.hset(keys.status(ROOM), "junk", "ended")
         assert player.wait(timeout=60) == 0
         summary = json.loads((tmp_path / "player.json").read_text())
-        assert summary["counts"]["malformed"] == 1 and summary["counts"]["released"] >= 2
+        assert summary["counts"]["malformed"] == 2 and summary["counts"]["released"] >= 2
     finally:
         codes = fleet.stop_all()
         for key in r.scan_iter(match=prefix + ":*", count=1000):
