@@ -6,6 +6,8 @@ against the configured Redis.  For each N:
 * throughput: ``events`` entries are written as fast as possible, spread over
   the N sessions; each stage's rate is read off its output stream (entry ids
   are millisecond timestamps), reported as events/s per worker process;
+* one worker alone: the same entries written first, then drained by one relay worker
+  process with the machine to itself (the figure of "events/s through one worker process");
 * latency: ``rate`` events/s are offered for ``duration`` seconds; the time the
   bus adds per hop is read from the traces of the final events: hop 1 is the
   producer's write to stage 1's read, hop k the previous stage's output to
@@ -92,6 +94,47 @@ async def _stage_rate(r: Any, keys: list[str]) -> float:
     return n / ((last - first) / 1000.0)
 
 
+async def _produce(r: Any, s: BusSettings, parts: list[Partition], per: int) -> None:
+    """``per`` audio entries into each session's stream, as fast as Redis takes them."""
+    step = 500 // max(1, len(parts)) + 1
+    for seq in range(0, per, step):
+        pipe = r.pipeline(transaction=False)
+        for k in range(seq, min(per, seq + step)):
+            for p in parts:
+                pipe.xadd(s.keys.stream("audio", p), make_chunk(p.room, p.session, k).to_fields())
+        await pipe.execute()
+
+
+async def _single(settings: BusSettings, n_sessions: int, events: int) -> float:
+    """Events/s through one worker process alone: the entries are written first, then one
+    relay worker (a process of its own) drains them; its rate is read off its output."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    s = settings.model_copy(update={"key_prefix": prefix})
+    r = await connect(s)
+    parts = [Partition(f"bench{i % 10}", f"s{i}") for i in range(n_sessions)]
+    reg = Registry(r, s.keys, cluster=s.redis_cluster)
+    for p in parts:
+        await reg.register_session(p.room, p.session, "en")
+    per = max(1, events // n_sessions)
+    proc = None
+    try:
+        await _produce(r, s, parts, per)
+        proc = _spawn(settings, prefix, 1)
+        out = [s.keys.stream("b1", p) for p in parts]
+        if not await _wait_len(r, out, per * n_sessions, limit_s=300):
+            raise RuntimeError("the single worker did not finish")
+        return await _stage_rate(r, out)
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        await delete_prefix(r, prefix)
+        await r.aclose()
+
+
 async def _one(settings: BusSettings, n_sessions: int, events: int, rate: float,
                duration: float, workers_per_stage: int = 1) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
@@ -130,15 +173,7 @@ async def _one(settings: BusSettings, n_sessions: int, events: int, rate: float,
         t0 = time.perf_counter()
         per = max(1, events // n_sessions)
         total = per * n_sessions
-        batch = 500
-        seq = 0
-        while seq < per:
-            pipe = r.pipeline(transaction=False)
-            for k in range(seq, min(per, seq + batch // max(1, n_sessions) + 1)):
-                for p in parts:
-                    pipe.xadd(s.keys.stream("audio", p), make_chunk(p.room, p.session, k).to_fields())
-            seq = min(per, seq + batch // max(1, n_sessions) + 1)
-            await pipe.execute()
+        await _produce(r, s, parts, per)
         produce_s = time.perf_counter() - t0
         out_keys = {f: [s.keys.stream(f, p) for p in parts] for f in FAMILIES[1:]}
         if not await _wait_len(r, out_keys["b3"], total, limit_s=300):
@@ -220,12 +255,14 @@ async def run_bench(settings: BusSettings, *, sessions: list[int], events: int, 
     runs = []
     for n in sessions:
         res = await _one(settings, n, events, rate, duration, workers_per_stage)
+        res["single_worker_events_per_s"] = round(await _single(settings, n, events), 1)
         runs.append(res)
         h = res["hop_latency_ms"]
         print(f"N={n:4d}  {res['events_per_s']:9.0f} events/s through {workers_per_stage} "
               f"worker process(es) per stage "
               f"(stages {res['events_per_s_by_stage']})  hop p50/p95/p99 "
-              f"{h['p50']:.2f}/{h['p95']:.2f}/{h['p99']:.2f} ms at {rate:.0f} events/s offered")
+              f"{h['p50']:.2f}/{h['p95']:.2f}/{h['p99']:.2f} ms at {rate:.0f} events/s offered; "
+              f"one worker alone {res['single_worker_events_per_s']:.0f} events/s")
     report = {
         "bench": "bus",
         "redis_url": settings.redis_url.split("@")[-1],
