@@ -11,6 +11,14 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
+_debug = True  # structlog's own default logs everything until configure_logging says otherwise
+
+
+def debug_enabled() -> bool:
+    """Cheap check for per-event debug lines (the logger proxy costs more than the event)."""
+    return _debug
+
+
 class _Stderr:
     """Writes to whatever ``sys.stderr`` is at the time of the write (not at configure time:
     a stream replaced or closed since, as under a test runner's capture, must not break logs)."""
@@ -24,6 +32,8 @@ class _Stderr:
 
 def configure_logging(fmt: str = "console", level: str = "info") -> None:
     """Configure structlog for this process (log lines go to stderr)."""
+    global _debug
+    _debug = _LEVELS[level] <= logging.DEBUG
     renderer: structlog.typing.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()

@@ -12,7 +12,7 @@ from typing import Any
 
 from bus import metrics
 from bus.keys import Partition
-from bus.logs import get_logger
+from bus.logs import debug_enabled, get_logger
 from bus.stage import Delivery, Emit
 
 
@@ -109,6 +109,8 @@ class LoggingMiddleware(Middleware):
             reason=reason)
 
     def before_handle(self, stage: str, part: Partition, delivery: Delivery) -> None:
+        if not debug_enabled():  # this runs per event
+            return
         self.log.debug("handling", stage=stage, room=part.room, session=part.session,
                        seq=delivery.event.seq, entry=delivery.entry_id)
 

@@ -71,6 +71,7 @@ class PartitionContext:
         self.state: Any = None  # the stage's own per-stream state
         self.more_pending = False  # more entries of this stream are queued behind this one
         self._publish: Callable[[list[Emit]], Awaitable[bool]] | None = None
+        self._streams: dict[tuple[str, str | None], str] = {}
 
     async def publish(self, emits: list[Emit]) -> bool:
         """Write ``emits`` now, before ``handle`` returns (e.g. the first piece of a long
@@ -86,8 +87,12 @@ class PartitionContext:
 
     def stream(self, family: str, lang: str | None = None) -> str:
         """This session's stream of another family (optionally per language)."""
-        p = self.partition
-        return self.keys.stream(family, Partition(p.room, p.session, lang))
+        key = self._streams.get((family, lang))
+        if key is None:  # checked and built once: stages ask for it per event
+            p = self.partition
+            key = self._streams[(family, lang)] = self.keys.stream(
+                family, Partition(p.room, p.session, lang))
+        return key
 
     def room_stream(self, family: str, lang: str) -> str:
         return self.keys.room_stream(family, self.partition.room, lang)
