@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from workers.mt.segmenter import ClauseSegmenter, Piece, Span
 
 
@@ -161,18 +163,19 @@ def test_held_text_waits_for_a_boundary_only_while_the_listener_is_busy() -> Non
     assert seg.poll(102.4) == []
     first = seg.poll(102.5)
     assert [s.text for s in first] == ["Printing in the only"]
-    # That span (1 s of speech) is heard until 103.5: text held meanwhile may wait for a
-    # boundary until the listener is done, never less than the idle hold ...
+    # That span (1 s of speech, about 1.25 s to say translated) is heard until 103.75: text
+    # held meanwhile may wait for a boundary until the listener is done, never less than the
+    # idle hold ...
     assert seg.push(piece(1, "sense with which"), now=102.8) == []
-    assert seg.hold_deadline == 103.5
-    assert seg.poll(103.4) == []
-    assert [s.text for s in seg.poll(103.5)] == ["sense with which"]
+    assert seg.hold_deadline == pytest.approx(102.5 + 1.25)
+    assert seg.poll(103.7) == []
+    assert [s.text for s in seg.poll(103.75)] == ["sense with which"]
     # ... and never more than the timeout, however long the listener is busy.
     assert [s.reason for s in seg.push(piece(2, "we are at present concerned, differs "
                                                 "from most if not all the arts and crafts "
-                                                "represented in the exhibition."), now=103.6)]
-    assert seg.push(piece(3, "For although the"), now=103.7) == []
-    assert seg.hold_deadline == 103.7 + 1.5
+                                                "represented in the exhibition."), now=103.8)]
+    assert seg.push(piece(3, "For although the"), now=103.9) == []
+    assert seg.hold_deadline == pytest.approx(103.9 + 1.5)
     # Without an idle hold the timeout always applies, as before.
     plain = ClauseSegmenter(hold_timeout_s=1.5)
     plain.push(piece(0, "Printing in the only"), now=102.0)

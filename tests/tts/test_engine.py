@@ -248,3 +248,22 @@ def test_unusable_audio_counts_as_a_failure(
     pieces = list(engine.speak("Buenos días a todos.", "es"))
     assert [p.backend for p in pieces] == ["espeak"]
     assert engine.stats.failures == {"kokoro": 1} and engine.stats.fallbacks == 1
+
+
+def test_a_faster_pace_shortens_the_pauses_more_than_the_words(espeak: EspeakSynthesizer) -> None:
+    """The pause after a sentence or clause is scaled by the pace squared: a listener who is
+    behind catches up on silence first."""
+    engine = TtsEngine(TtsConfig(backends={"*": ("espeak",)}), {"espeak": espeak})
+    text = "Buenos días a todos. Bienvenidos a la conferencia."
+    calm = list(engine.speak(text, "es"))
+    hurried = list(engine.speak(text, "es", speed=1.5))
+    pause = engine.config.sentence_pause_s
+
+    def trailing_silence(p: Any) -> float:
+        pcm = np.frombuffer(p.pcm, dtype="<i2")
+        loud = np.flatnonzero(np.abs(pcm) > 100)
+        return (len(pcm) - 1 - loud[-1]) / p.rate
+
+    assert trailing_silence(calm[0]) == pytest.approx(pause, abs=0.06)
+    assert trailing_silence(hurried[0]) == pytest.approx(pause / 1.5**2, abs=0.06)
+    assert sum(p.duration for p in hurried) < sum(p.duration for p in calm) / 1.2

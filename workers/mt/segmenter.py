@@ -13,8 +13,8 @@ everything up to the last boundary is released as one span:
   more than ``max_words`` held release everything held;
 - ``poll(now)`` releases held text that has waited long enough since it arrived, so a speaker
   who stops mid-sentence is still translated. How long depends on the listener: while the
-  speech of the spans already released is still being heard (estimated as their source
-  duration from their release on), holding costs the listener nothing, so text waits up to
+  speech of the spans already released is still being heard (estimated as a quarter more
+  than their source duration, from their release on), holding costs the listener nothing, so text waits up to
   ``hold_timeout_s`` for a boundary; once the listener has nothing left to hear (the start
   of a session, after a pause, after a short span), every held second is a second of silence
   for them, so text waits only ``idle_hold_s``.
@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass, replace
 
 STRONG = ".?!;…。？！"
+SPEECH_PER_SOURCE_S = 1.25  # seconds of translated speech per second of source, about
 WEAK = ",:，"
 ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st vs etc e.g i.e u.s u.k a.m p.m no fig approx dept est "
@@ -191,10 +192,11 @@ class ClauseSegmenter:
         return self._held_since + max(self.idle_hold_s, min(self.hold_timeout_s, busy))
 
     def _heard(self, spans: list[Span], now: float) -> list[Span]:
-        """The listener will hear each released span for about as long as it was spoken."""
+        """The listener will hear each released span for a little longer than it was spoken
+        (a translation is often longer than its source, and the voice pauses after clauses)."""
         for span in spans:
-            self._heard_until = (max(self._heard_until, now)
-                                 + max(0.0, span.capture_end - span.capture_start))
+            self._heard_until = (max(self._heard_until, now) + SPEECH_PER_SOURCE_S
+                                 * max(0.0, span.capture_end - span.capture_start))
         return spans
 
     def flush(self) -> list[Span]:

@@ -200,13 +200,17 @@ class TtsEngine:
                 fallback=fell_back,
             )
 
-    def _pause_after(self, piece_text: str) -> float:
+    def _pause_after(self, piece_text: str, speed: float = 1.0) -> float:
+        """The pause after a piece; a faster pace shortens pauses more than words (as a
+        speaker who hurries does), so a listener who is behind catches up sooner."""
         last_word = piece_text.rsplit(" ", 1)[-1]
         if ends_sentence(last_word):
-            return self.config.sentence_pause_s
-        if ends_clause(last_word):
-            return self.config.clause_pause_s
-        return 0.0
+            pause = self.config.sentence_pause_s
+        elif ends_clause(last_word):
+            pause = self.config.clause_pause_s
+        else:
+            return 0.0
+        return pause / max(1.0, speed) ** 2
 
     def _synthesize(
         self,
@@ -241,7 +245,7 @@ class TtsEngine:
                     audio.pcm,
                     audio.rate,
                     target_dbfs=self.config.target_dbfs,
-                    pause_s=self._pause_after(text),
+                    pause_s=self._pause_after(text, speed),
                     output_rate=self.config.output_rate,
                 )
                 if gated_rms_dbfs(samples, self.config.output_rate) is None:
