@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 from bus_helpers import outputs, produce, register, wait_for
 
+from bus.events import decode
 from bus.keys import Partition
 from bus.settings import BusSettings
 
@@ -42,11 +44,20 @@ async def _leases_of(client: Any, settings: BusSettings, parts: list[Partition])
     return [v.decode() if v else "" for v in vals]
 
 
+async def _pending_of(client: Any, settings: BusSettings, part: Partition,
+                      consumer: str) -> set[str]:
+    """Ids of the entries of a session's input that ``consumer`` read and did not acknowledge."""
+    rows = await client.xpending_range(settings.keys.stream("audio", part), "relay", min="-",
+                                       max="+", count=1000, consumername=consumer)
+    return {r["message_id"].decode() for r in rows}
+
+
 async def test_sigkill_mid_stream_moves_sessions_without_loss_or_duplicates(
         settings: BusSettings, client: Any) -> None:
     parts = [Partition(f"room{i % 2}", f"s{i}") for i in range(6)]
     await register(client, settings.keys, parts, settings.redis_cluster)
-    a = _spawn(settings, "worker-a", delay_ms=5)
+    # A is slow (40 ms an entry): when it is killed it holds entries read and not acknowledged
+    a = _spawn(settings, "worker-a", delay_ms=40)
     b = None
     try:
         async def a_owns_all() -> bool:
@@ -54,14 +65,41 @@ async def test_sigkill_mid_stream_moves_sessions_without_loss_or_duplicates(
 
         await wait_for(a_owns_all, timeout=20)
         b = _spawn(settings, "worker-b", delay_ms=5)
+
+        async def shared() -> bool:  # B is up: A shed its extra streams to it
+            leases = await _leases_of(client, settings, parts)
+            return "worker-b" in leases and leases.count("worker-a") == len(parts) // 2
+
+        await wait_for(shared, timeout=20)
+        killed: list[Partition] = []
+        in_flight: dict[Partition, set[str]] = {}
         for start in range(0, N, 5):
             await asyncio.gather(*(produce(client, settings.keys, p, range(start, start + 5))
                                    for p in parts))
             if start == 15:
                 # A is mid-stream: entries read, not yet committed
+                leases = await _leases_of(client, settings, parts)
+                killed = [p for p, v in zip(parts, leases, strict=True) if v == "worker-a"]
                 a.send_signal(signal.SIGKILL)
                 a.wait(timeout=10)
+                t_kill = time.monotonic()
+                # nothing can acknowledge them now, and B cannot claim them before the lease
+                # expires: this is what A held when it died
+                in_flight = {p: await _pending_of(client, settings, p, "worker-a")
+                             for p in killed}
             await asyncio.sleep(0.05)
+        assert killed, "A owned nothing when it was killed"
+        assert all(in_flight.values()), {str(p): len(ids) for p, ids in in_flight.items()}
+
+        async def moved() -> bool:
+            leases = await _leases_of(client, settings, killed)
+            return all(v == "worker-b" for v in leases)
+
+        # a lease outlives its last renewal by one TTL; B looks every discovery period
+        bound = (settings.lease_ttl_ms + 5 * settings.discovery_ms) / 1000
+        await wait_for(moved, timeout=bound + 10, interval=0.02)
+        took = time.monotonic() - t_kill
+        assert took <= bound, f"A's streams moved {took:.2f} s after the kill (bound {bound} s)"
         for p in parts:
             await produce(client, settings.keys, p, range(0), end=True)
 
@@ -78,6 +116,15 @@ async def test_sigkill_mid_stream_moves_sessions_without_loss_or_duplicates(
             assert got == [("audio", i) for i in range(N)] + [("control", 0)], p
             pending = await client.xpending(settings.keys.stream("audio", p), "relay")
             assert pending["pending"] == 0
+        # what A held in flight was handled by B, once
+        for p in killed:
+            by_id = {eid.decode(): int(f[b"seq"])
+                     for eid, f in await client.xrange(settings.keys.stream("audio", p))}
+            writers = {}
+            for _id, fields in await client.xrange(settings.keys.stream("relayed", p)):
+                event = decode(fields)
+                writers[event.seq] = event.trace[-1].worker
+            assert {writers[by_id[eid]] for eid in in_flight[p]} == {"worker-b"}, p
     finally:
         for proc in (a, b):
             if proc is not None and proc.poll() is None:
