@@ -7,8 +7,10 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 _E2E_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 20, 60)
 
-EVENTS_IN = Counter("s2st_events_in_total", "Input entries handled", ["stage"])
-EVENTS_OUT = Counter("s2st_events_out_total", "Output entries written", ["stage"])
+EVENTS_IN = Counter("s2st_events_in_total", "Input entries handed to the stage (once per entry, "
+                    "not per retry)", ["stage"])
+EVENTS_OUT = Counter("s2st_events_out_total", "Entries written: outputs and dead letters",
+                     ["stage"])
 DUPLICATES = Counter("s2st_duplicates_skipped_total", "Outputs not written again", ["stage"])
 FAILURES = Counter("s2st_handler_failures_total", "Handler calls that raised", ["stage"])
 DEAD_LETTERS = Counter("s2st_dead_letters_total", "Entries moved to a dead-letter stream",

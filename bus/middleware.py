@@ -60,6 +60,8 @@ class MetricsMiddleware(Middleware):
             metrics.LEASES_LOST.labels(stage).inc()
 
     def before_handle(self, stage: str, part: Partition, delivery: Delivery) -> None:
+        if delivery.retry:
+            return
         m = self._m(stage)
         m["in"].inc()
         if delivery.event.emitted:

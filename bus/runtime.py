@@ -130,6 +130,11 @@ class Worker:
         self._finished_cache: set[Partition] = set()
         self.metrics_port: int | None = None
         self._redis_trouble = 0.0  # last time Redis could not be reached
+        # Set just before the loops are cancelled: on Python 3.11 asyncio.wait_for (which
+        # redis-py wraps every command in) can swallow a cancellation, so each loop also
+        # checks its flag before going round again.
+        self._intake_closed = False  # discovery and announcements
+        self._loops_closed = False  # everything else
         self.started = asyncio.Event()
 
     # -- public ----------------------------------------------------------------
@@ -181,6 +186,7 @@ class Worker:
                  streams=len(self.owned))
         # no new streams from here on
         intake = [t for t in self._tasks if t.get_name() in ("discovery", "announce")]
+        self._intake_closed = True
         for task in intake:
             task.cancel()
         await asyncio.wait(intake, timeout=5)
@@ -194,6 +200,7 @@ class Worker:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._commit_drained(), timeout=10)
         loops = [*self._tasks, *self._fetchers.values()]
+        self._loops_closed = True
         for task in loops:
             task.cancel()
         _done, stuck = await asyncio.wait(loops, timeout=5)
@@ -217,7 +224,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         period = self.settings.heartbeat_ms / 1000
         ttl = self.settings.lease_ttl_ms
-        while True:
+        while not self._loops_closed:
             try:
                 await self.r.zadd(self.keys.workers(self.group), {self.worker_id: time.time()})
                 by_slot: dict[str, list[_Owned]] = {}
@@ -259,7 +266,7 @@ class Worker:
     async def _announce_loop(self) -> None:
         """Wake discovery as soon as a session or target language is announced."""
         last = "$"
-        while True:
+        while not self._intake_closed:
             try:
                 reply = await self.r.xread({self.keys.announce: last}, block=1000, count=100)
                 if reply:
@@ -271,7 +278,7 @@ class Worker:
 
     async def _discovery_loop(self) -> None:
         period = self.settings.discovery_ms / 1000
-        while True:
+        while not self._intake_closed:
             try:
                 await self._discover()
             except (RedisError, OSError) as exc:
@@ -552,6 +559,7 @@ class Worker:
                                             "failed", attempts)
                     return
                 delivery.attempts = attempts
+                delivery.retry = True
                 await asyncio.sleep(self.settings.retry_backoff_ms / 1000 * attempts)
                 continue
             seconds = time.perf_counter() - t0
@@ -585,7 +593,7 @@ class Worker:
     # -- fetching -----------------------------------------------------------------
     async def _fetch_supervisor(self) -> None:
         """Keep one fetch loop per hash slot group (one in total without a cluster)."""
-        while True:
+        while not self._loops_closed:
             slots = {o.slot for o in self.owned.values()}
             for slot in slots:
                 task = self._fetchers.get(slot)
@@ -602,7 +610,7 @@ class Worker:
         limit = self.settings.max_inflight
         backoff = 0.05
         idle_rounds = 0
-        while True:
+        while not self._loops_closed:
             readable = [
                 o for o in self.owned.values()
                 if o.slot == slot and o.ready and not o.closing and not o.finished
@@ -661,7 +669,7 @@ class Worker:
 
     # -- committing ------------------------------------------------------------------
     async def _committer(self) -> None:
-        while True:
+        while not self._loops_closed:
             first = await self._commit_q.get()
             batch = [first]
             while not self._commit_q.empty() and len(batch) < 2000:
@@ -778,7 +786,7 @@ class Worker:
         keep = self.settings.retention_s
         if keep <= 0:
             return
-        while True:
+        while not self._loops_closed:
             await asyncio.sleep(min(60.0, max(0.2, keep / 4)))
             try:
                 for room in await self.registry.rooms():
@@ -799,7 +807,7 @@ class Worker:
 
     # -- lag --------------------------------------------------------------------------
     async def _lag_loop(self) -> None:
-        while True:
+        while not self._loops_closed:
             await asyncio.sleep(5)
             lag = pending = 0
             for owned in list(self.owned.values()):

@@ -46,6 +46,7 @@ class Delivery:
     stream: str
     event: Event
     attempts: int = 0  # earlier failed or interrupted attempts
+    retry: bool = False  # this worker already handed it to the stage (and it failed)
     t_in: float = field(default_factory=time.time)
 
     @property

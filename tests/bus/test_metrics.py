@@ -166,6 +166,10 @@ async def test_dead_letter_counter(local_redis: str) -> None:
         assert exported == {"failed", "malformed", "oversized"}
         assert _sample(text, "s2st_handler_failures_total",
                        stage=stage_name) == settings.max_attempts
+        # the five entries that reached the stage count once each, the retried one too; what
+        # was written: four outputs and three dead letters
+        assert _sample(text, "s2st_events_in_total", stage=stage_name) == 5
+        assert _sample(text, "s2st_events_out_total", stage=stage_name) == 7
     finally:
         await delete_prefix(client, settings.key_prefix)
         await client.aclose()
