@@ -16,6 +16,7 @@ Heavy imports happen inside the functions that run.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -273,6 +274,14 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     )
     bench_capture.add_argument("--repeats", type=int, default=1, help="passes to average")
     bench_capture.add_argument("--json", help="write the results to this JSON file")
+    bench_capture.add_argument(
+        "--redis-url", default=os.environ.get("S2ST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="publish every chunk there, as the agent does, into a scratch stream deleted "
+        "afterwards (S2ST_REDIS_URL)",
+    )
+    bench_capture.add_argument(
+        "--no-publish", action="store_true", help="VAD and chunking only, no Redis"
+    )
 
     def _bench(args: argparse.Namespace) -> int:
         from capture_agent.bench import run_bench

@@ -63,7 +63,7 @@ def test_bench_writes_json(clip, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())["results"][0]
-    assert result["backend"] == "lite"
+    assert result["backend"] == "lite" and result["published"]  # to the local Redis
     assert result["audio_s"] == pytest.approx(1.9, abs=0.05)
     # the light agent: well under the 150 MB target (about 75 MB measured)
     assert 0 < result["total_cpu_s"] and 20 < result["rss_peak_mb"] < 150
