@@ -111,6 +111,8 @@ def test_settings_from_env() -> None:
     })
     assert settings.pivots == ("es",) and settings.engine.captions == "off"
     assert settings.engine.hold_timeout_s == 0.8
+    assert settings.engine.idle_hold_s == 0.5  # the worker holds less for an idle listener
+    assert MTSettings.from_env({"S2ST_MT_IDLE_HOLD_S": "1.5"}).engine.idle_hold_s == 1.5
     router = build_router(settings)
     # the model fails to load (no such folder), so the chain falls back to apertium
     assert str(router.route("en", "es")) == "apertium:en-es"

@@ -110,7 +110,9 @@ class Skip:
 @dataclass
 class EngineConfig:
     hold_timeout_s: float = 1.5
-    idle_hold_s: float = 0.5  # the hold when the listener has nothing left to hear
+    # the hold when the listener has nothing left to hear (None: always hold_timeout_s;
+    # the worker's default, S2ST_MT_IDLE_HOLD_S, is 0.5)
+    idle_hold_s: float | None = None
     min_clause_words: int = 5
     max_held_words: int = 40
     context_sentences: int = 3
