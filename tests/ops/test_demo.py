@@ -72,6 +72,41 @@ def test_demo_turns_english_into_spanish_speech(tmp_path: Path, prefix: str,
     said = words(" ".join(spanish))
     assert len(heard & said) >= max(3, len(said) // 2), (sorted(heard), sorted(said))
 
+    # `s2st replay` of the demo's session, through a stack started for it, gives the same
+    # captions (the replay compares them itself and says "different" otherwise)
+    [session] = re.findall(r"session (demo-\S+) in room demo", text)
+    env = base_env(S2ST_REDIS_URL=local_url, S2ST_KEY_PREFIX=prefix,
+                   S2ST_TTS_BACKENDS="es=espeak", S2ST_ASR_THREADS="1")
+    stack = s2st("up", "--state-dir", str(tmp_path / "replay-state"), env=env)
+    children: list[psutil.Process] = []
+    try:
+        up = Output(stack)
+        assert up.wait_for("ready.", 120), up.text()
+        children = descendants(stack.pid)
+        replay = s2st("replay", "--room", "demo", "--session", session, "--wait", "120", env=env)
+        said_again, _ = replay.communicate(timeout=180)
+        assert replay.returncode == 0, said_again
+        assert "transcript" in said_again and "different" not in said_again, said_again
+        stack.send_signal(signal.SIGINT)
+        up.finish(60)
+        assert stack.returncode == 0, up.text()
+        assert all_gone(children) == []
+    finally:
+        stop_hard(stack, children)
+
+    from bus.events import Transcript, decode
+    from bus.keys import Keys, Partition
+
+    client = redis.Redis.from_url(local_url)
+    keys = Keys(prefix)
+
+    def committed(sid: str) -> list[str]:
+        return [e.text for _id, f in client.xrange(keys.stream("transcript",
+                                                               Partition("demo", sid)))
+                if isinstance(e := decode(f), Transcript) and e.kind == "committed"]
+
+    assert committed(session) and committed(f"{session}-replay-1") == committed(session)
+
 
 def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path, prefix: str, local_url: str) -> None:
     proc = s2st("demo", "--out", str(tmp_path / "es.wav"), "--state-dir", str(tmp_path / "st"),
