@@ -56,6 +56,17 @@ def _spawn(settings: BusSettings, prefix: str, hop: int) -> subprocess.Popen[byt
     )
 
 
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM the workers (they drain and exit), kill what is still there after 20 s."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def _pcts(values: list[float]) -> dict[str, float]:
     if not values:
         return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
@@ -125,12 +136,7 @@ async def _single(settings: BusSettings, n_sessions: int, events: int) -> float:
             raise RuntimeError("the single worker did not finish")
         return await _stage_rate(r, out)
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop([proc] if proc is not None else [])
         await delete_prefix(r, prefix)
         await r.aclose()
 
@@ -238,13 +244,7 @@ async def _one(settings: BusSettings, n_sessions: int, events: int, rate: float,
         }
     finally:
         heartbeats.cancel()
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop(procs)
         await delete_prefix(r, prefix)
         await r.aclose()
 

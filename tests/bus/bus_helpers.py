@@ -65,3 +65,21 @@ def fast_settings(url: str = LOCAL_URL, *, cluster: bool = False, **kw: Any) -> 
     )
     values.update(kw)
     return BusSettings(**values)
+
+
+def worker_env(settings: BusSettings, worker_id: str) -> dict[str, str]:
+    """The environment of a worker subprocess with ``settings`` (fast leases, its prefix)."""
+    import os
+
+    return {
+        **os.environ,
+        "S2ST_REDIS_URL": settings.redis_url,
+        "S2ST_REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
+        "S2ST_KEY_PREFIX": settings.key_prefix,
+        "S2ST_WORKER_ID": worker_id,
+        "S2ST_LEASE_TTL_MS": str(settings.lease_ttl_ms),
+        "S2ST_HEARTBEAT_MS": str(settings.heartbeat_ms),
+        "S2ST_DISCOVERY_MS": str(settings.discovery_ms),
+        "S2ST_BLOCK_MS": str(settings.block_ms),
+        "S2ST_LOG_LEVEL": "warning",
+    }

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
 import time
 from typing import Any
 
-from bus_helpers import outputs, produce, register, wait_for
+from bus_helpers import outputs, produce, register, wait_for, worker_env
 
 from bus.events import decode
 from bus.keys import Partition
@@ -20,18 +19,7 @@ N = 40
 
 
 def _spawn(settings: BusSettings, worker_id: str, delay_ms: float = 0) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "S2ST_REDIS_URL": settings.redis_url,
-        "S2ST_REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
-        "S2ST_KEY_PREFIX": settings.key_prefix,
-        "S2ST_WORKER_ID": worker_id,
-        "S2ST_LEASE_TTL_MS": str(settings.lease_ttl_ms),
-        "S2ST_HEARTBEAT_MS": str(settings.heartbeat_ms),
-        "S2ST_DISCOVERY_MS": str(settings.discovery_ms),
-        "S2ST_BLOCK_MS": str(settings.block_ms),
-        "S2ST_LOG_LEVEL": "warning",
-    }
+    env = worker_env(settings, worker_id)
     return subprocess.Popen(
         [sys.executable, "-m", "ops.cli", "worker", "--input", "audio", "--output", "relayed",
          "--delay-ms", str(delay_ms)],

@@ -6,14 +6,13 @@ Run against a plain Redis and a Redis Cluster, like the hand-off suite."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from bus_helpers import dead_letters, produce, register, wait_for
+from bus_helpers import dead_letters, produce, register, wait_for, worker_env
 from publish_worker import LANG, OUTPUT_FAMILY, EarlyPublisher, pieces
 
 from bus.keys import Partition
@@ -58,18 +57,7 @@ async def test_outputs_published_before_a_failure_are_not_written_again(
 
 
 def _spawn(settings: BusSettings, worker_id: str, hang_seq: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "S2ST_REDIS_URL": settings.redis_url,
-        "S2ST_REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
-        "S2ST_KEY_PREFIX": settings.key_prefix,
-        "S2ST_WORKER_ID": worker_id,
-        "S2ST_LEASE_TTL_MS": str(settings.lease_ttl_ms),
-        "S2ST_HEARTBEAT_MS": str(settings.heartbeat_ms),
-        "S2ST_DISCOVERY_MS": str(settings.discovery_ms),
-        "S2ST_BLOCK_MS": str(settings.block_ms),
-        "S2ST_LOG_LEVEL": "warning",
-    }
+    env = worker_env(settings, worker_id)
     return subprocess.Popen([sys.executable, str(WORKER_SCRIPT), "--hang-seq", str(hang_seq)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
