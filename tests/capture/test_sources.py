@@ -82,6 +82,25 @@ def test_real_clock_short_run_keeps_pace(clip):
     assert time.monotonic() - started < duration / 5  # --fast really is fast
 
 
+@pytest.mark.slow
+def test_real_clock_minute_of_speech_keeps_pace(clip, tmp_path):
+    """A minute of real speech through the whole agent pipeline (VAD, chunking) at real-time
+    pace on the system clock: it takes a minute within 5 %, and every chunk is cut when its
+    audio was due (its capture time against its place in the file)."""
+    audio, rate = sf.read(str(clip("ljspeech_LJ001-0001_to_0032_continuous")), dtype="int16")
+    path = tmp_path / "minute.wav"
+    sf.write(str(path), audio[: 60 * rate], rate)
+    started = time.monotonic()
+    chunks = list(CaptureProcessor().run(FileSource(path, realtime=True, clock=SystemClock())))
+    elapsed = time.monotonic() - started
+    assert elapsed == pytest.approx(60.0, rel=0.05)
+    assert len(chunks) > 60  # 500 ms chunks of speech (pauses are not sent)
+    t0 = chunks[0].capture_start - chunks[0].offset / RATE
+    drift = [c.capture_start - t0 - c.offset / RATE for c in chunks]
+    assert max(abs(d) for d in drift) < 0.05 * 60, max(drift)
+    assert abs(drift[-1] - drift[0]) < 0.5, (drift[0], drift[-1])
+
+
 # --- microphone ---------------------------------------------------------------------
 
 
