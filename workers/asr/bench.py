@@ -161,10 +161,28 @@ def bench_stream(
         out["wer_offline"] = round(wer_off, 4)
         out["wer_streaming"] = round(wer_str, 4)
         out["wer_delta_points"] = round(100 * (wer_str - wer_off), 2)
+        whisper = _whisper_normalizer(manifest[settings.clip].get("language", ""))
+        if whisper is not None:  # as s2st eval scores (numbers and spellings normalized)
+            wer_off = word_error_rate([whisper(reference)], [whisper(offline_text)])
+            wer_str = word_error_rate([whisper(reference)], [whisper(result.committed_text())])
+            out["wer_offline_whisper_norm"] = round(wer_off, 4)
+            out["wer_streaming_whisper_norm"] = round(wer_str, 4)
+            out["wer_delta_points_whisper_norm"] = round(100 * (wer_str - wer_off), 2)
     out["wer_streaming_vs_offline_text"] = round(
         word_error_rate([offline_text], [result.committed_text()]), 4
     )
     return out
+
+
+def _whisper_normalizer(lang: str) -> Any:
+    """Whisper's English text normalizer (the one `s2st eval` uses), if installed."""
+    if lang != "en":
+        return None
+    try:
+        from whisper_normalizer.english import EnglishTextNormalizer
+    except ImportError:
+        return None
+    return EnglishTextNormalizer()
 
 
 def bench_capacity(
@@ -305,6 +323,12 @@ def short_report(report: dict[str, Any]) -> str:
                 lines.append(
                     f"  WER streaming {100 * s['wer_streaming']:.2f}% vs offline "
                     f"{100 * s['wer_offline']:.2f}% ({s['wer_delta_points']:+.2f} points)"
+                )
+            if "wer_streaming_whisper_norm" in s:
+                lines.append(
+                    f"  with Whisper's normalizer: {100 * s['wer_streaming_whisper_norm']:.2f}% "
+                    f"vs {100 * s['wer_offline_whisper_norm']:.2f}% "
+                    f"({s['wer_delta_points_whisper_norm']:+.2f} points)"
                 )
         c = entry.get("capacity")
         if c:
