@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus.keys import Keys, Partition
-from bus.registry import Registry, SessionInfo
+from bus.registry import SessionInfo
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,10 @@ def ended_at(info: SessionInfo) -> float:
 class RetentionSweeper:
     """Sweeps one stage's inputs of expired sessions (see the module docstring)."""
 
-    def __init__(self, client: Any, keys: Keys, registry: Registry, *, stage: str,
-                 family: str, per_lang: bool, retention_s: float, cluster: bool) -> None:
+    def __init__(self, client: Any, keys: Keys, *, stage: str, family: str, per_lang: bool,
+                 retention_s: float, cluster: bool) -> None:
         self.r = client
         self.keys = keys
-        self.registry = registry
         self.stage = stage
         self.family = family
         self.per_lang = per_lang

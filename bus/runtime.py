@@ -147,7 +147,7 @@ class Worker:
         self.scripts = Scripts(self.r)
         self.registry = Registry(self.r, self.keys, cluster=self.settings.redis_cluster)
         self._sweeper = RetentionSweeper(
-            self.r, self.keys, self.registry, stage=self.group, family=self.stage.input_family,
+            self.r, self.keys, stage=self.group, family=self.stage.input_family,
             per_lang=self.stage.per_lang, retention_s=self.settings.retention_s,
             cluster=self.settings.redis_cluster)
         if handle_signals:

@@ -14,10 +14,10 @@ everything up to the last boundary is released as one span:
 - ``poll(now)`` releases held text that has waited long enough since it arrived, so a speaker
   who stops mid-sentence is still translated. How long depends on the listener: while the
   speech of the spans already released is still being heard (estimated as a quarter more
-  than their source duration, from their release on), holding costs the listener nothing, so text waits up to
-  ``hold_timeout_s`` for a boundary; once the listener has nothing left to hear (the start
-  of a session, after a pause, after a short span), every held second is a second of silence
-  for them, so text waits only ``idle_hold_s``.
+  than their source duration, from their release on), holding costs the listener nothing,
+  so text waits up to ``hold_timeout_s`` for a boundary; once the listener has nothing left
+  to hear (the start of a session, after a pause, after a short span), every held second is
+  a second of silence for them, so text waits only ``idle_hold_s``.
 
 A span keeps the first and last source seq, the sample range and the capture times of the
 pieces it merged. When a boundary falls inside a piece, the piece is split and its sample range
@@ -33,8 +33,8 @@ import re
 from dataclasses import dataclass, replace
 
 STRONG = ".?!;…。？！"
-SPEECH_PER_SOURCE_S = 1.25  # seconds of translated speech per second of source, about
 WEAK = ",:，"
+SPEECH_PER_SOURCE_S = 1.25  # seconds of translated speech per second of source, about
 ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st vs etc e.g i.e u.s u.k a.m p.m no fig approx dept est "
     "sra srta dra ud uds pág núm etc mme mlle".split()
