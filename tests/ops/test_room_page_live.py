@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from pathlib import Path
 
 import psutil
@@ -18,12 +19,13 @@ import pytest
 from ops_helpers import ROOT, Output, all_gone, base_env, descendants, s2st, stop_hard
 
 from ops.sample import SAMPLE
+from ops.stack import s2st_argv
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "player"))
+from room_browser import HAVE_CHROMIUM, room_page
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
 CONFIG = """
 [rooms]
 live = ["es"]
@@ -39,7 +41,7 @@ S2ST_TTS_BACKENDS = "*=espeak"
 """
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="apt-get install -y chromium")
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason="apt-get install -y chromium")
 def test_room_page_follows_a_captured_session(tmp_path: Path, prefix: str, local_url: str) -> None:
     from ops.redis_servers import free_port
 
@@ -80,41 +82,23 @@ def test_room_page_follows_a_captured_session(tmp_path: Path, prefix: str, local
 async def _watch(url: str, env: dict[str, str], shot: Path) -> dict[str, object]:
     """Open the page, capture the sample into the room, and read what the page shows once
     the last sentence's translation has been heard."""
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1100, "height": 560})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.goto(url)
-            await page.wait_for_function("window.s2stStats && window.s2stStats.connected",
-                                         timeout=15_000)
-            capture = await asyncio.create_subprocess_exec(
-                *s2st_argv("capture", "--room", "live", "--session", "talk", "--lang", "en",
-                           "--speaker", "Ada", "--file", str(SAMPLE), "--no-meter"),
-                cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL)
-            code = await asyncio.wait_for(capture.wait(), 60)
-            # the last sentence ("Thank you very much for coming.") translated and heard
-            await page.wait_for_function(
-                "document.querySelector('#translation').textContent.toLowerCase()"
-                ".includes('gracias') && window.s2stStats.buffersReceived >= 3", timeout=60_000)
-            await page.wait_for_timeout(1000)
-            await page.screenshot(path=str(shot), full_page=True)
-            return {
-                "errors": errors, "capture": code, "stats": await page.evaluate("window.s2stStats"),
-                "source": await page.inner_text("#source"),
-                "translation": await page.inner_text("#translation"),
-                "speakers": await page.inner_text("#speakers"),
-                "latency": await page.inner_text("#latency"),
-            }
-        finally:
-            await browser.close()
-
-
-def s2st_argv(*args: str) -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "ops.cli", *args]
+    async with room_page(url, timeout_ms=15_000) as (page, errors):
+        capture = await asyncio.create_subprocess_exec(
+            *s2st_argv("capture", "--room", "live", "--session", "talk", "--lang", "en",
+                       "--speaker", "Ada", "--file", str(SAMPLE), "--no-meter"),
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
+        code = await asyncio.wait_for(capture.wait(), 60)
+        # the last sentence ("Thank you very much for coming.") translated and heard
+        await page.wait_for_function(
+            "document.querySelector('#translation').textContent.toLowerCase()"
+            ".includes('gracias') && window.s2stStats.buffersReceived >= 3", timeout=60_000)
+        await page.wait_for_timeout(1000)
+        await page.screenshot(path=str(shot), full_page=True)
+        return {
+            "errors": errors, "capture": code, "stats": await page.evaluate("window.s2stStats"),
+            "source": await page.inner_text("#source"),
+            "translation": await page.inner_text("#translation"),
+            "speakers": await page.inner_text("#speakers"),
+            "latency": await page.inner_text("#latency"),
+        }

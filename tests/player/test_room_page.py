@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from player_helpers import SegmentSpec, load_clip, speech_pieces, transcript, translation
+from room_browser import HAVE_CHROMIUM, room_page
 from web_server import running_web
 
 from bus.keys import Partition
@@ -21,10 +22,7 @@ from bus.producer import Publisher
 from bus.registry import Registry
 from bus.settings import BusSettings
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
 UTTERANCES = ("fleurs_en_1972", "fleurs_en_1728")
 SPANISH_VOICE = ("picovoice_cheetah_es", "fleurs_es_1764")
 
@@ -62,46 +60,34 @@ async def speak_live(client: Any, settings: BusSettings, manifest: dict[str, Any
     return pieces_sent
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="apt-get install -y chromium")
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason="apt-get install -y chromium")
 async def test_room_page_shows_captions_and_plays_audio(
         client: Any, settings: BusSettings, manifest: dict[str, Any]) -> None:
-    from playwright.async_api import async_playwright
-
     await Registry(client, settings.keys).register_session("plenary", "talk", "en", "Ada")
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "room-page.png"
     with running_web(settings, hold_s=0.05, deadline_s=0.5) as base:
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            try:
-                page = await browser.new_page(viewport={"width": 1100, "height": 560})
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                await page.goto(f"{base}/room/plenary?lang=es")
-                await page.wait_for_function("window.s2stStats && window.s2stStats.connected",
-                                             timeout=10_000)
-                speaking = asyncio.create_task(speak_live(client, settings, manifest))
-                await page.wait_for_function(
-                    "[...document.querySelectorAll('#source .partial')]"
-                    ".some(e => e.textContent.trim().length > 0)", timeout=10_000)
-                partial = page.locator("#source .partial").first
-                partial_text = await partial.inner_text()
-                partial_color = await partial.evaluate("e => getComputedStyle(e).color")
-                committed_color = await page.evaluate(
-                    "getComputedStyle(document.querySelector('#source .committed')).color")
-                await page.screenshot(path=str(ARTIFACTS / "room-page-partial.png"))
-                sent = await speaking
-                await page.wait_for_function(
-                    f"window.s2stStats.buffersReceived >= {sum(sent)}", timeout=10_000)
-                await page.wait_for_timeout(300)
-                await page.screenshot(path=str(shot), full_page=True)
-                stats = await page.evaluate("window.s2stStats")
-                source = await page.inner_text("#source")
-                target = await page.inner_text("#translation")
-                speakers = await page.inner_text("#speakers")
-                latency = await page.inner_text("#latency")
-            finally:
-                await browser.close()
+        async with room_page(f"{base}/room/plenary?lang=es") as (page, errors):
+            speaking = asyncio.create_task(speak_live(client, settings, manifest))
+            await page.wait_for_function(
+                "[...document.querySelectorAll('#source .partial')]"
+                ".some(e => e.textContent.trim().length > 0)", timeout=10_000)
+            partial = page.locator("#source .partial").first
+            partial_text = await partial.inner_text()
+            partial_color = await partial.evaluate("e => getComputedStyle(e).color")
+            committed_color = await page.evaluate(
+                "getComputedStyle(document.querySelector('#source .committed')).color")
+            await page.screenshot(path=str(ARTIFACTS / "room-page-partial.png"))
+            sent = await speaking
+            await page.wait_for_function(
+                f"window.s2stStats.buffersReceived >= {sum(sent)}", timeout=10_000)
+            await page.wait_for_timeout(300)
+            await page.screenshot(path=str(shot), full_page=True)
+            stats = await page.evaluate("window.s2stStats")
+            source = await page.inner_text("#source")
+            target = await page.inner_text("#translation")
+            speakers = await page.inner_text("#speakers")
+            latency = await page.inner_text("#latency")
     print(f"\nroom page screenshot: {shot}")
     assert errors == []
     for cid in UTTERANCES:
