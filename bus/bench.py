@@ -11,7 +11,10 @@ against the configured Redis.  For each N:
 * latency: ``rate`` events/s are offered for ``duration`` seconds; the time the
   bus adds per hop is read from the traces of the final events: hop 1 is the
   producer's write to stage 1's read, hop k the previous stage's output to
-  stage k's read (includes the previous stage's commit).
+  stage k's read (includes the previous stage's commit);
+* references measured in the same run: the bare ``redis.asyncio`` loop of the
+  issue (events/s through one process, no validation, fencing or deduplication)
+  and the Redis round trip, the floor of each hop.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 
 from bus.connection import connect
 from bus.events import decode_event
-from bus.keys import Partition
+from bus.keys import BELL_MAXLEN, Keys, Partition
 from bus.registry import Registry
 from bus.settings import BusSettings
 from bus.testing import delete_prefix, make_chunk
@@ -105,14 +108,25 @@ async def _stage_rate(r: Any, keys: list[str]) -> float:
     return n / ((last - first) / 1000.0)
 
 
+def _ring(pipe: Any, keys: set[str]) -> None:
+    """Ring the bells of the streams ``keys`` (as a capture agent's publisher does)."""
+    by_bell: dict[str, list[str]] = {}
+    for key in keys:
+        by_bell.setdefault(Keys.bell_of(key) or key, []).append(key)
+    for bell, names in by_bell.items():
+        pipe.xadd(bell, {"keys": " ".join(sorted(names))}, maxlen=BELL_MAXLEN, approximate=True)
+
+
 async def _produce(r: Any, s: BusSettings, parts: list[Partition], per: int) -> None:
     """``per`` audio entries into each session's stream, as fast as Redis takes them."""
     step = 500 // max(1, len(parts)) + 1
+    keys = [s.keys.stream("audio", p) for p in parts]
     for seq in range(0, per, step):
         pipe = r.pipeline(transaction=False)
         for k in range(seq, min(per, seq + step)):
-            for p in parts:
-                pipe.xadd(s.keys.stream("audio", p), make_chunk(p.room, p.session, k).to_fields())
+            for p, key in zip(parts, keys, strict=True):
+                pipe.xadd(key, make_chunk(p.room, p.session, k).to_fields())
+        _ring(pipe, set(keys))
         await pipe.execute()
 
 
@@ -138,6 +152,55 @@ async def _single(settings: BusSettings, n_sessions: int, events: int) -> float:
     finally:
         _stop([proc] if proc is not None else [])
         await delete_prefix(r, prefix)
+        await r.aclose()
+
+
+async def _bare(settings: BusSettings, n_sessions: int, events: int) -> float:
+    """The reference of the issue: a bare ``redis.asyncio`` loop in this process, on the same
+    entries: one XREADGROUP over all the streams (COUNT 100), one MULTI per batch copying
+    each entry to its output and acknowledging it. No decoding, validation, fencing,
+    deduplication or watermarks. Its events/s calibrate the runtime's on this machine."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    s = settings.model_copy(update={"key_prefix": prefix})
+    r = await connect(s)
+    parts = [Partition(f"bench{i % 10}", f"s{i}") for i in range(n_sessions)]
+    per = max(1, events // n_sessions)
+    try:
+        await _produce(r, s, parts, per)
+        inputs = [s.keys.stream("audio", p) for p in parts]
+        output = {key: s.keys.stream("b1", p) for key, p in zip(inputs, parts, strict=True)}
+        for key in inputs:
+            await r.xgroup_create(key, "bare", id="0")
+        done, total = 0, per * n_sessions
+        while done < total:
+            reply = await r.xreadgroup("bare", "bare", dict.fromkeys(inputs, ">"), count=100,
+                                       block=100)
+            pipe = r.pipeline(transaction=not settings.redis_cluster)
+            for raw_key, entries in reply or []:
+                key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+                for _entry_id, fields in entries:
+                    pipe.xadd(output[key], fields)
+                pipe.xack(key, "bare", *[entry_id for entry_id, _ in entries])
+                done += len(entries)
+            await pipe.execute()
+        return await _stage_rate(r, list(output.values()))
+    finally:
+        await delete_prefix(r, prefix)
+        await r.aclose()
+
+
+async def _round_trip(settings: BusSettings, n: int = 300) -> dict[str, float]:
+    """PING round trips to the configured Redis from this process (the floor of a hop: a
+    hop takes three, the wake-up, the fenced read and the commit)."""
+    r = await connect(settings)
+    try:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await r.ping()
+            times.append(time.perf_counter() - t0)
+        return _pcts(times)
+    finally:
         await r.aclose()
 
 
@@ -204,13 +267,16 @@ async def _one(settings: BusSettings, n_sessions: int, events: int, rate: float,
                 owed -= k
                 pipe = r.pipeline(transaction=False)
                 now = time.time()
+                written = set()
                 for _ in range(k):
                     p = parts[i % n_sessions]
                     sq = start_seq + i // n_sessions
-                    pipe.xadd(s.keys.stream("audio", p),
-                              make_chunk(p.room, p.session, sq, capture_start=now).to_fields())
+                    key = s.keys.stream("audio", p)
+                    pipe.xadd(key, make_chunk(p.room, p.session, sq, capture_start=now).to_fields())
+                    written.add(key)
                     i += 1
                 if k:
+                    _ring(pipe, written)
                     await pipe.execute()
                 sent += k
                 next_t += tick
@@ -253,20 +319,26 @@ async def run_bench(settings: BusSettings, *, sessions: list[int], events: int, 
                     duration: float, json_path: str | None,
                     workers_per_stage: int = 1) -> dict[str, Any]:
     runs = []
+    round_trip = await _round_trip(settings)
+    print(f"Redis round trip (PING) from one process: p50 {round_trip['p50']:.2f} ms, "
+          f"p99 {round_trip['p99']:.2f} ms")
     for n in sessions:
         res = await _one(settings, n, events, rate, duration, workers_per_stage)
         res["single_worker_events_per_s"] = round(await _single(settings, n, events), 1)
+        res["bare_loop_events_per_s"] = round(await _bare(settings, n, events), 1)
         runs.append(res)
         h = res["hop_latency_ms"]
         print(f"N={n:4d}  {res['events_per_s']:9.0f} events/s through {workers_per_stage} "
               f"worker process(es) per stage "
               f"(stages {res['events_per_s_by_stage']})  hop p50/p95/p99 "
               f"{h['p50']:.2f}/{h['p95']:.2f}/{h['p99']:.2f} ms at {rate:.0f} events/s offered; "
-              f"one worker alone {res['single_worker_events_per_s']:.0f} events/s")
+              f"one worker alone {res['single_worker_events_per_s']:.0f} events/s "
+              f"(bare redis.asyncio loop: {res['bare_loop_events_per_s']:.0f})")
     report = {
         "bench": "bus",
         "redis_url": settings.redis_url.split("@")[-1],
         "cpu_count": os.cpu_count(),
+        "redis_round_trip_ms": round_trip,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "s2st bench bus " + " ".join(sys.argv[3:]),
         "runs": runs,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bus.ids import check_id, check_lang, check_name
+from bus.ids import InvalidId, check_id, check_lang, check_name
 
 
 @dataclass(frozen=True, order=True)
@@ -36,6 +36,19 @@ class Partition:
 
     def __str__(self) -> str:
         return f"{self.room}/{self.suffix}"
+
+
+BELL_MAXLEN = 100  # a bell is a wake-up, not a record (bus/lua/*.lua keep the same)
+
+# names under a room that are not stream families
+_RESERVED = frozenset({"bell", "lease"})
+
+
+def _family(family: str) -> str:
+    check_name(family, "stream family")
+    if family in _RESERVED:
+        raise InvalidId(f"invalid stream family {family!r}: reserved for the key layout")
+    return family
 
 
 class Keys:
@@ -85,11 +98,27 @@ class Keys:
 
     def stream(self, family: str, part: Partition) -> str:
         """A per-session stream, e.g. ``s2st:{r1}:audio:s1`` or ``s2st:{r1}:translation:s1:es``."""
-        return f"{self.room(part.room)}:{check_name(family, 'stream family')}:{part.suffix}"
+        return f"{self.room(part.room)}:{_family(family)}:{part.suffix}"
 
     def room_stream(self, family: str, room: str, lang: str) -> str:
         """A room-wide stream of one language, e.g. ``s2st:{r1}:speech:es``."""
-        return f"{self.room(room)}:{check_name(family, 'stream family')}:{check_lang(lang)}"
+        return f"{self.room(room)}:{_family(family)}:{check_lang(lang)}"
+
+    def bell(self, room: str, family: str) -> str:
+        """The wake-up stream of a room's streams of one family, e.g. ``s2st:{r1}:bell:audio``:
+        whoever adds entries to those streams adds one entry here listing the stream keys
+        (``keys``, space-separated); workers block on the bells instead of on every stream."""
+        return f"{self.room(room)}:bell:{_family(family)}"
+
+    @staticmethod
+    def bell_of(stream_key: str) -> str | None:
+        """The bell of a room stream (``s2st:{r1}:audio:s1`` -> ``s2st:{r1}:bell:audio``);
+        None for a key that is not a room stream of a family."""
+        head, sep, rest = stream_key.partition("}:")
+        family, sep2, _ = rest.partition(":")
+        if not sep or not sep2 or family in _RESERVED:
+            return None
+        return f"{head}}}:bell:{family}"
 
     def lease(self, stage: str, family: str, part: Partition) -> str:
         return f"{self.room(part.room)}:lease:{check_name(stage, 'stage')}:{family}:{part.suffix}"

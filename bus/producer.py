@@ -1,7 +1,9 @@
 """Writing events from outside a stage (capture agents, replays, tests).
 
 Applies the same retention as the runtime: each XADD trims the stream to the
-configured window (MINID ~ now - retention) or length (MAXLEN ~).
+configured window (MINID ~ now - retention) or length (MAXLEN ~).  Each write
+also rings the stream's bell (``Keys.bell_of``) in the same round trip, so the
+workers reading it wake at once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import time
 from typing import Any
 
 from bus.events import Record
+from bus.keys import BELL_MAXLEN, Keys
 from bus.settings import BusSettings
 
 
@@ -28,10 +31,7 @@ class Publisher:
 
     async def publish(self, key: str, event: Record) -> str:
         """Add one event; returns its entry id."""
-        if hasattr(event, "emitted"):
-            event.emitted = time.time()  # type: ignore[attr-defined]
-        entry_id = await self.r.xadd(key, event.to_fields(), **self._trim())
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return (await self.publish_many(key, [event]))[0]
 
     async def publish_many(self, key: str, events: list[Record]) -> list[str]:
         """Add several events to one stream in one round trip, in order."""
@@ -42,5 +42,8 @@ class Publisher:
             if hasattr(event, "emitted"):
                 event.emitted = now  # type: ignore[attr-defined]
             pipe.xadd(key, event.to_fields(), **trim)
-        ids = await pipe.execute()
+        bell = Keys.bell_of(key)
+        if bell is not None and events:
+            pipe.xadd(bell, {"keys": key}, maxlen=BELL_MAXLEN, approximate=True)
+        ids = (await pipe.execute())[:len(events)]
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]

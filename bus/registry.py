@@ -18,7 +18,7 @@ from typing import Any
 
 from bus.events import ControlEvent
 from bus.ids import check_id, check_lang
-from bus.keys import Keys, Partition
+from bus.keys import BELL_MAXLEN, Keys, Partition
 from bus.scripts import Scripts
 
 ANNOUNCE_MAXLEN = 10_000
@@ -123,6 +123,9 @@ class Registry:
         pipe = self.r.pipeline(transaction=not self.cluster)
         if marker_stream is not None and marker is not None:
             pipe.xadd(marker_stream, marker.to_fields())
+            bell = self.keys.bell_of(marker_stream)
+            if bell is not None:
+                pipe.xadd(bell, {"keys": marker_stream}, maxlen=BELL_MAXLEN, approximate=True)
         pipe.hset(self.keys.sessions(room), session, json.dumps(record))
         pipe.hset(self.keys.status(room), session, "ended")
         await pipe.execute()
@@ -142,27 +145,25 @@ class Registry:
         pipe.hgetall(self.keys.status(room))
         pipe.hgetall(self.keys.alive(room))
         records, status, alive = await pipe.execute()
-        out = []
-        for raw_sid, raw in records.items():
-            sid = _s(raw_sid)
-            try:
-                rec = json.loads(raw)
-            except (ValueError, TypeError):
-                continue
-            out.append(
-                SessionInfo(
-                    room=room,
-                    session=sid,
-                    source_lang=rec.get("source_lang", "auto"),
-                    speaker=rec.get("speaker", ""),
-                    status=_s(status.get(raw_sid, b"ended")),
-                    started=float(rec.get("started", 0.0)),
-                    ended=float(rec.get("ended", 0.0)),
-                    reason=rec.get("reason", ""),
-                    last_seen=int(alive.get(raw_sid, 0)) / 1000.0,
-                )
-            )
-        return sorted(out, key=lambda s: (s.started, s.session))
+        return _sessions_of(room, records, status, alive)
+
+    async def snapshot(self, rooms: list[str], now: float | None = None,
+                       ) -> dict[str, tuple[list[str], list[SessionInfo]]]:
+        """The target languages and sessions of each of ``rooms``, in one round trip."""
+        now = time.time() if now is None else now
+        pipe = self.r.pipeline(transaction=False)
+        for room in rooms:
+            pipe.zrangebyscore(self.keys.targets(room), now, "+inf")
+            pipe.hgetall(self.keys.sessions(room))
+            pipe.hgetall(self.keys.status(room))
+            pipe.hgetall(self.keys.alive(room))
+        replies = await pipe.execute() if rooms else []
+        out = {}
+        for i, room in enumerate(rooms):
+            targets, records, status, alive = replies[4 * i:4 * i + 4]
+            out[room] = (sorted(_s(x) for x in targets),
+                         _sessions_of(room, records, status, alive))
+        return out
 
     async def session(self, room: str, session: str) -> SessionInfo | None:
         for info in await self.sessions(room):
@@ -183,7 +184,8 @@ class Registry:
         for k, v in marker.to_fields().items():
             args += [k, v]
         done = await self._scripts.expire_session(
-            keys=[self.keys.status(info.room), self.keys.alive(info.room), audio_stream], args=args
+            keys=[self.keys.status(info.room), self.keys.alive(info.room), audio_stream,
+                  self.keys.bell(info.room, "audio")], args=args
         )
         if done:
             await self._announce(info.room, info.session, "end", reason="timeout")
@@ -197,6 +199,31 @@ class Registry:
         )
         await self.r.xadd(self.keys.announce, event.to_fields(), maxlen=ANNOUNCE_MAXLEN,
                           approximate=True)
+
+
+def _sessions_of(room: str, records: dict[Any, Any], status: dict[Any, Any],
+                 alive: dict[Any, Any]) -> list[SessionInfo]:
+    out = []
+    for raw_sid, raw in records.items():
+        sid = _s(raw_sid)
+        try:
+            rec = json.loads(raw)
+        except (ValueError, TypeError):
+            continue
+        out.append(
+            SessionInfo(
+                room=room,
+                session=sid,
+                source_lang=rec.get("source_lang", "auto"),
+                speaker=rec.get("speaker", ""),
+                status=_s(status.get(raw_sid, b"ended")),
+                started=float(rec.get("started", 0.0)),
+                ended=float(rec.get("ended", 0.0)),
+                reason=rec.get("reason", ""),
+                last_seen=int(alive.get(raw_sid, 0)) / 1000.0,
+            )
+        )
+    return sorted(out, key=lambda s: (s.started, s.session))
 
 
 def partitions_for(info: SessionInfo, targets: list[str], per_lang: bool) -> list[Partition]:

@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from bus.connection import AnyRedis, connect
-from bus.events import DeadLetter, MalformedEvent, Record, decode_event
-from bus.keys import Keys, Partition
+from bus.events import DeadLetter, MalformedEvent, decode_event
+from bus.keys import BELL_MAXLEN, Keys, Partition
 from bus.logs import get_logger
 from bus.metrics import LAG, PENDING, SESSIONS_EXPIRED, serve_metrics
 from bus.middleware import Middleware, default_middleware
@@ -54,12 +54,13 @@ log = get_logger("s2st.runtime")
 
 _WORKER_TTL_FACTOR = 3  # a worker stays in the worker set this many lease TTLs after a heartbeat
 _KEPT_OF_OVERSIZED = 1024  # bytes of each field an oversized entry's dead letter keeps
+_TURN_S = 0.002  # a stream's task hands the loop on after handling entries this long
 
 
 @dataclass
 class _Entry:
     entry_id: str
-    fields: dict[Any, Any] | None
+    fields: list[Any] | None  # flat [name, value, ...] as Redis returns it; None: trimmed
     attempts: int = 0
 
 
@@ -93,7 +94,13 @@ class _Owned:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.slot = ""
-        self.last_read = "0-0"  # last entry id read from the stream (for the idle wait)
+        self.deadline: float | None = None  # perf_counter() by which the running handler ends
+        self.timed_out = False  # the watchdog cancelled the handler
+        self.wm_field = ""  # this stream's watermark field in the room's progress hash
+        self.dedup_fields: dict[str, str] = {}  # output key -> its dedup field
+        self.maybe_more = True  # the stream may hold entries this worker has not read yet
+        self.bell = Keys.bell_of(key) or key  # rung by whoever writes to the stream
+        self.bells: dict[str, str | None] = {}  # output key -> its bell
 
 
 class Worker:
@@ -173,6 +180,7 @@ class Worker:
             asyncio.create_task(self._fetch_supervisor(), name="fetch"),
             asyncio.create_task(self._lag_loop(), name="lag"),
             asyncio.create_task(self._retention_loop(), name="retention"),
+            asyncio.create_task(self._watchdog_loop(), name="watchdog"),
         ]
         self.started.set()
         try:
@@ -291,17 +299,17 @@ class Worker:
     async def _discover(self) -> None:
         now = time.time()
         wanted: list[tuple[Partition, SessionInfo]] = []
-        for room in await self.registry.rooms():
-            targets = await self.registry.room_targets(room, now)
+        snapshot = await self.registry.snapshot(await self.registry.rooms(), now)
+        owned_by_session: dict[tuple[str, str], list[_Owned]] = {}
+        for owned in self.owned.values():
+            owned_by_session.setdefault((owned.part.room, owned.part.session), []).append(owned)
+        for room, (targets, infos) in snapshot.items():
             self._targets[room] = targets
-            for owned in self.owned.values():
-                if owned.part.room == room:
-                    owned.ctx.targets = targets  # a listener joined or left
-            for info in await self.registry.sessions(room):
+            for info in infos:
                 self._sessions[(room, info.session)] = info
-                for owned in self.owned.values():
-                    if owned.part.room == room and owned.part.session == info.session:
-                        owned.ctx.session = info
+                for owned in owned_by_session.get((room, info.session), ()):
+                    owned.ctx.session = info
+                    owned.ctx.targets = targets  # a listener joined or left
                 if (info.active and now - info.last_seen > self.settings.session_timeout_s
                         and now - self._redis_trouble > self.settings.session_timeout_s):
                     # (not right after an outage: the capture agents need time to catch up)
@@ -314,16 +322,20 @@ class Worker:
                 for part in partitions_for(info, targets, self.stage.per_lang):
                     if part not in self._finished_cache:
                         wanted.append((part, info))
-        # drop the ones finished (end of stream handled by someone)
-        if wanted:
+        # drop the ones finished (end of stream handled by someone); ours are not
+        wanted = [(p, i) for p, i in wanted if p not in self.owned] + [
+            (p, i) for p, i in wanted if p in self.owned]
+        unowned = sum(1 for p, _ in wanted if p not in self.owned)
+        if unowned:
             pipe = self.r.pipeline(transaction=False)
-            for part, _ in wanted:
+            for part, _ in wanted[:unowned]:
                 pipe.hexists(self.keys.progress(part.room), self._fin_field(part))
             finished = await pipe.execute()
-            for (part, _), fin in zip(wanted, finished, strict=True):
+            for (part, _), fin in zip(wanted[:unowned], finished, strict=True):
                 if fin:
                     self._finished_cache.add(part)
-            wanted = [(p, i) for (p, i), fin in zip(wanted, finished, strict=True) if not fin]
+            wanted = [(p, i) for (p, i), fin in zip(wanted[:unowned], finished, strict=True)
+                      if not fin] + wanted[unowned:]
         share = math.ceil(len(wanted) / await self._live_workers()) if wanted else 0
         mine = [o for o in self.owned.values() if not o.closing]
         # shed extras (the most recently acquired first) so others can take them
@@ -379,6 +391,7 @@ class Worker:
             targets=self._targets.get(part.room, []),
         )
         owned = _Owned(part, key, lease_key, ctx)
+        owned.wm_field = self._wm_field(part)
         ctx._publish = lambda emits: self._publish_now(owned, emits)
         owned.slot = part.room if self.settings.redis_cluster else "*"
         self.owned[part] = owned
@@ -411,6 +424,7 @@ class Worker:
             self._fetch_wake.set()
             self._capacity.set()
             tick = self.stage.tick_interval_s
+            turn_ends = time.perf_counter() + _TURN_S
             while True:
                 if owned.closing == "lost":
                     break
@@ -422,14 +436,19 @@ class Worker:
                         await asyncio.wait_for(owned.wake.wait(), timeout=tick)
                     except TimeoutError:
                         await self._tick(owned)
+                    turn_ends = time.perf_counter() + _TURN_S
                     continue
                 entry = owned.queue.popleft()
                 owned.ctx.more_pending = bool(owned.queue)
                 await self._handle_entry(owned, entry)
-                if self._commit_q.qsize() == 1:
-                    # the committer is idle: let it start writing this one now (group commit:
-                    # what we handle meanwhile goes into its next round trip)
+                if self._commit_q.qsize() == 1 or time.perf_counter() > turn_ends:
+                    # Let the others run: the committer, if it is idle, starts writing this
+                    # one now (group commit: what we handle meanwhile goes into its next round
+                    # trip); and a stream with a long queue (and a handler that never waits)
+                    # must not hold the loop, or the other streams, the committer and the
+                    # heartbeat (the leases!) wait behind it.
                     await asyncio.sleep(0)
+                    turn_ends = time.perf_counter() + _TURN_S
             # wait until what we produced is written before giving the lease back
             while owned.inflight > 0 and owned.closing != "lost":
                 await asyncio.sleep(0.005)
@@ -457,9 +476,6 @@ class Worker:
         for _ in range(int(deleted)):  # Redis 7 drops trimmed pending entries while claiming
             for mw in self.middleware:
                 mw.on_trimmed(self.group, owned.part, "?")
-        for g in await self.r.xinfo_groups(owned.key):
-            if _s(g["name"]) == self.group:
-                owned.last_read = _s(g["last-delivered-id"])
         start = "-"
         while True:
             pending = await self.r.xpending_range(owned.key, self.group, min=start, max="+",
@@ -475,7 +491,8 @@ class Worker:
                 eid = _s(entry_id)
                 if eid not in counts:
                     continue
-                owned.queue.append(_Entry(eid, fields or None, attempts=counts[eid]))
+                flat = [x for pair in fields.items() for x in pair] if fields else None
+                owned.queue.append(_Entry(eid, flat, attempts=counts[eid]))
                 owned.inflight += 1
             last = _s(pending[-1]["message_id"])
             start = "(" + last
@@ -492,14 +509,14 @@ class Worker:
             return
         if emits:
             owned.inflight += 1
-            await self._commit_q.put(_CommitItem(owned, None, emits))
+            self._commit_q.put_nowait(_CommitItem(owned, None, emits))
 
     async def _publish_now(self, owned: _Owned, emits: list[Emit]) -> bool:
         if owned.closing == "lost":
             return False
         owned.inflight += 1
         item = _CommitItem(owned, None, list(emits)).waited()
-        await self._commit_q.put(item)
+        self._commit_q.put_nowait(item)
         assert item.done is not None
         return await item.done
 
@@ -509,9 +526,9 @@ class Worker:
             # trimmed or deleted while pending: nothing to handle, acknowledge it
             for mw in self.middleware:
                 mw.on_trimmed(self.group, part, entry.entry_id)
-            await self._commit_q.put(_CommitItem(owned, entry.entry_id, []))
+            self._commit_q.put_nowait(_CommitItem(owned, entry.entry_id, []))
             return
-        size = sum(len(k) + len(v) for k, v in entry.fields.items())
+        size = sum(map(len, entry.fields))
         if size > self.settings.max_event_bytes:
             await self._dead_letter(
                 owned, entry, f"oversized: {size} bytes, more than S2ST_MAX_EVENT_BYTES "
@@ -536,11 +553,27 @@ class Worker:
             for mw in self.middleware:
                 mw.before_handle(self.group, part, delivery)
             t0 = time.perf_counter()
+            # the watchdog cancels a handler still running at this deadline (one timer for all
+            # streams instead of one per entry)
+            owned.deadline = t0 + self.settings.handler_timeout_s
             try:
-                async with asyncio.timeout(self.settings.handler_timeout_s):
+                try:
                     emits = await self.stage.handle(owned.ctx, delivery)
+                finally:
+                    owned.deadline = None
             except asyncio.CancelledError:
-                raise
+                if not owned.timed_out:
+                    raise
+                owned.timed_out = False
+                task = asyncio.current_task()
+                if task is not None and task.uncancel() > 0:
+                    raise  # cancelled for another reason too (shutdown)
+                timeout = TimeoutError(f"the handler took more than "
+                                       f"{self.settings.handler_timeout_s:g} s")
+                attempts = await self._failed(owned, entry, delivery, timeout, attempts)
+                if attempts < 0:
+                    return
+                continue
             except Reject as exc:
                 for mw in self.middleware:
                     mw.on_failure(self.group, part, delivery, exc, attempts + 1)
@@ -548,19 +581,9 @@ class Worker:
                                         attempts + 1)
                 return
             except Exception as exc:
-                attempts += 1
-                for mw in self.middleware:
-                    mw.on_failure(self.group, part, delivery, exc, attempts)
-                if attempts >= self.settings.max_attempts or owned.closing:
-                    if owned.closing:
-                        owned.inflight -= 1  # left pending for the next owner
-                        return
-                    await self._dead_letter(owned, entry, f"{type(exc).__name__}: {exc}",
-                                            "failed", attempts)
+                attempts = await self._failed(owned, entry, delivery, exc, attempts)
+                if attempts < 0:
                     return
-                delivery.attempts = attempts
-                delivery.retry = True
-                await asyncio.sleep(self.settings.retry_backoff_ms / 1000 * attempts)
                 continue
             seconds = time.perf_counter() - t0
             for mw in self.middleware:
@@ -568,17 +591,51 @@ class Worker:
             item = _CommitItem(owned, entry.entry_id, list(emits or []), finish=delivery.is_end)
             if delivery.is_end:
                 item.waited()
-            await self._commit_q.put(item)
+            self._commit_q.put_nowait(item)
             if item.done is not None:
                 if await item.done:
                     owned.finished = True
                     owned.queue.clear()
             return
 
+    async def _failed(self, owned: _Owned, entry: _Entry, delivery: Delivery,
+                      exc: BaseException, attempts: int) -> int:
+        """A handler call failed: the attempts so far after a back-off before the next one,
+        or -1 when the entry was dead-lettered or left pending for the next owner."""
+        attempts += 1
+        for mw in self.middleware:
+            mw.on_failure(self.group, owned.part, delivery, exc, attempts)
+        if owned.closing:
+            owned.inflight -= 1  # left pending for the next owner
+            return -1
+        if attempts >= self.settings.max_attempts:
+            await self._dead_letter(owned, entry, f"{type(exc).__name__}: {exc}", "failed",
+                                    attempts)
+            return -1
+        delivery.attempts = attempts
+        delivery.retry = True
+        await asyncio.sleep(self.settings.retry_backoff_ms / 1000 * attempts)
+        return attempts
+
+    async def _watchdog_loop(self) -> None:
+        """Cancel handler calls that run past ``handler_timeout_s`` (they fail, and are
+        retried or dead-lettered like any other failure)."""
+        period = min(1.0, self.settings.handler_timeout_s / 10)
+        while not self._loops_closed:
+            await asyncio.sleep(period)
+            now = time.perf_counter()
+            for owned in list(self.owned.values()):
+                deadline = owned.deadline
+                if (deadline is not None and now > deadline and not owned.timed_out
+                        and owned.task is not None and not owned.task.done()):
+                    owned.timed_out = True
+                    owned.task.cancel()
+
     async def _dead_letter(self, owned: _Owned, entry: _Entry, error: str, reason: str,
                            attempts: int | None = None) -> None:
+        flat = entry.fields or []
         raw = {(_s(k)): (v if isinstance(v, bytes) else str(v).encode())
-               for k, v in (entry.fields or {}).items()}
+               for k, v in zip(flat[::2], flat[1::2], strict=False)}
         if reason == "oversized":  # keep what says what it was, not the bulk
             raw = {k: v[:_KEPT_OF_OVERSIZED] for k, v in raw.items()}
         dead = DeadLetter(
@@ -588,7 +645,7 @@ class Worker:
         )
         for mw in self.middleware:
             mw.on_dead_letter(self.group, owned.part, entry.entry_id, error, reason)
-        await self._commit_q.put(_CommitItem(owned, entry.entry_id, [], dead=dead))
+        self._commit_q.put_nowait(_CommitItem(owned, entry.entry_id, [], dead=dead))
 
     # -- fetching -----------------------------------------------------------------
     async def _fetch_supervisor(self) -> None:
@@ -605,18 +662,24 @@ class Worker:
                 await asyncio.wait_for(self._fetch_wake.wait(), timeout=0.2)
 
     async def _fetch_loop(self, slot: str) -> None:
-        """Fenced reads of new entries; when there are none, wait on a plain XREAD."""
+        """Fenced reads of the streams that may hold new entries. When none may, wait on the
+        bells of their rooms (one blocking XREAD over a few keys, not over every stream);
+        every ``poll_ms`` look at all of them anyway (an entry added without a bell)."""
         block = self.settings.block_ms
+        poll_s = self.settings.poll_ms / 1000
         limit = self.settings.max_inflight
+        count = self.settings.batch_count
         backoff = 0.05
         idle_rounds = 0
+        bells: dict[str, str] = {}  # bell key -> last bell entry seen
+        next_poll = time.monotonic() + poll_s
         while not self._loops_closed:
             readable = [
                 o for o in self.owned.values()
                 if o.slot == slot and o.ready and not o.closing and not o.finished
-                and o.inflight < limit
             ]
-            if not readable:
+            room = [o for o in readable if o.inflight < limit]
+            if not room:
                 idle_rounds += 1
                 if idle_rounds > 50 and not any(o.slot == slot for o in self.owned.values()):
                     return  # nothing of this slot left; the supervisor restarts us if needed
@@ -626,16 +689,23 @@ class Worker:
                     await asyncio.wait_for(self._capacity.wait(), timeout=block / 1000)
                 continue
             idle_rounds = 0
-            keys: list[str] = []
-            for o in readable:
-                keys += [o.lease_key, o.key]
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + poll_s
+                for o in room:
+                    o.maybe_more = True
+            due = [o for o in room if o.maybe_more]
             try:
-                reply = await self.scripts.fetch(
-                    keys=keys, args=[self.group, self.worker_id, self.settings.batch_count])
-                got = self._enqueue(reply)
-                if not got:
-                    await self.r.xread({o.key: o.last_read for o in readable}, count=1,
-                                       block=block)
+                if due:
+                    keys: list[str] = []
+                    for o in due:
+                        keys += [o.lease_key, o.key]
+                        o.maybe_more = False  # unless this read fills a whole batch
+                    reply = await self.scripts.fetch(keys=keys, args=[self.group,
+                                                                      self.worker_id, count])
+                    if self._enqueue(reply, count):
+                        continue
+                await self._wait_bells(bells, readable, len(room) < len(readable),
+                                       min(block / 1000, max(0.0, next_poll - time.monotonic())))
                 backoff = 0.05
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -644,11 +714,44 @@ class Worker:
                 for o in readable:
                     self._lose(o)
             except (RedisError, OSError) as exc:
+                for o in due:
+                    o.maybe_more = True
                 log.warning("fetch failed; retrying", error=str(exc), backoff=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(2.0, backoff * 2)
 
-    def _enqueue(self, reply: list[Any]) -> bool:
+    async def _wait_bells(self, bells: dict[str, str], readable: list[_Owned], full: bool,
+                          wait_s: float) -> None:
+        """Wait up to ``wait_s`` for a bell of these streams; mark the streams it names."""
+        wanted = {o.bell for o in readable}
+        for bell in list(bells):
+            if bell not in wanted:
+                del bells[bell]
+        for bell in wanted:
+            # a bell not watched yet: from its start (at most ~BELL_MAXLEN entries): a stream
+            # it names once too often is only read once more
+            bells.setdefault(bell, "0-0")
+        if full:
+            # some streams only wait for in-flight room, which commits free without a bell:
+            # look at the bells without blocking (Redis times blocks out in steps of 100 ms),
+            # then wait for room a little
+            reply = await self.r.xread(dict(bells), count=BELL_MAXLEN)
+            if not reply:
+                self._capacity.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._capacity.wait(), timeout=min(wait_s, 0.005))
+        else:
+            reply = await self.r.xread(dict(bells), count=BELL_MAXLEN,
+                                       block=max(1, int(wait_s * 1000)))
+        for raw_bell, entries in reply or []:
+            bells[_s(raw_bell)] = _s(entries[-1][0])
+            for _entry_id, fields in entries:
+                for raw_key in (fields.get(b"keys") or b"").split():
+                    owned = self._by_key.get(raw_key.decode(errors="replace"))
+                    if owned is not None:
+                        owned.maybe_more = True
+
+    def _enqueue(self, reply: list[Any], count: int) -> bool:
         got = False
         for raw_key, entries in reply or []:
             owned = self._by_key.get(_s(raw_key))
@@ -657,13 +760,12 @@ class Worker:
             if entries == b"LOST" or entries == "LOST":
                 self._lose(owned)
                 continue
-            for entry_id, flat in entries:
-                fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
-                eid = _s(entry_id)
-                owned.queue.append(_Entry(eid, fields))
-                owned.inflight += 1
-                owned.last_read = eid
-                got = True
+            if not entries:
+                continue
+            owned.queue.extend(_Entry(_s(entry_id), flat or None) for entry_id, flat in entries)
+            owned.inflight += len(entries)
+            owned.maybe_more = len(entries) >= count
+            got = True
             owned.wake.set()
         return got
 
@@ -707,10 +809,20 @@ class Worker:
             results = await asyncio.gather(
                 *(self.scripts.commit(keys=keys, args=args) for keys, args in calls))
         else:
-            pipe = self.r.pipeline(transaction=False)
-            for keys, args in calls:
-                await self.scripts.commit(keys=keys, args=args, client=pipe)
-            results = await pipe.execute()
+            # EVALSHA straight into the pipeline: redis-py's pipelined scripts would ask
+            # SCRIPT EXISTS on every execute (a round trip per commit)
+            sha = self.scripts.commit.sha
+            try:
+                pipe = self.r.pipeline(transaction=False)
+                for keys, args in calls:
+                    pipe.evalsha(sha, len(keys), *keys, *args)
+                results = await pipe.execute()
+            except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load, write again
+                await self.scripts.load()
+                pipe = self.r.pipeline(transaction=False)
+                for keys, args in calls:
+                    pipe.evalsha(sha, len(keys), *keys, *args)
+                results = await pipe.execute()
         seconds = time.perf_counter() - t0
         for (_room, items), result in zip(by_room.items(), results, strict=True):
             written, dups, acked = int(result[0]), int(result[1]), int(result[2])
@@ -744,6 +856,7 @@ class Worker:
         elif self.settings.maxlen > 0:
             trim_mode, trim_value = "maxlen", str(self.settings.maxlen)
         ops: list[list[Any]] = []
+        belled: set[int] = set()  # outputs whose bell has its "B" op
         now = time.time()
         current: _Owned | None = None
         for item in items:
@@ -752,16 +865,29 @@ class Worker:
                 ops.append(["L", k(owned.lease_key), owned.part.suffix])
                 current = owned
             if item.entry_id is not None:
-                ops.append(["A", k(owned.key), item.entry_id, self._wm_field(owned.part)])
+                ops.append(["A", k(owned.key), item.entry_id, owned.wm_field])
             for emit in item.emits:
-                emit.event.emitted = now
+                event = emit.event
+                event.emitted = now
+                out = k(emit.key)
+                if out not in belled:
+                    belled.add(out)
+                    bell = owned.bells.get(emit.key, "")
+                    if bell == "":
+                        bell = owned.bells[emit.key] = Keys.bell_of(emit.key)
+                    if bell is not None:
+                        ops.append(["B", out, k(bell)])
                 dedup = ""
                 if emit.dedup:
-                    dedup = self.keys.output_field(self.group, emit.key, emit.event.session)
-                seq, part = emit.event.order
-                ops.append(["E", k(emit.key), dedup, seq, part, _flat(emit.event)])
+                    dedup = owned.dedup_fields.get(emit.key, "")
+                    if not dedup or event.session != owned.part.session:
+                        dedup = self.keys.output_field(self.group, emit.key, event.session)
+                        if event.session == owned.part.session:
+                            owned.dedup_fields[emit.key] = dedup
+                seq, part = event.order
+                ops.append(["E", out, dedup, seq, part, event.to_flat()])
             if item.dead is not None:
-                ops.append(["E", k(self.keys.deadletter(room)), "", 0, 0, _flat(item.dead)])
+                ops.append(["E", k(self.keys.deadletter(room)), "", 0, 0, item.dead.to_flat()])
             if item.finish:
                 ops.append(["F", self._fin_field(owned.part)])
         args = [self.group, self.worker_id, trim_mode, trim_value, progress,
@@ -810,25 +936,23 @@ class Worker:
         while not self._loops_closed:
             await asyncio.sleep(5)
             lag = pending = 0
-            for owned in list(self.owned.values()):
-                try:
-                    for g in await self.r.xinfo_groups(owned.key):
-                        if _s(g.get("name", b"")) == self.group:
-                            lag += int(g.get("lag") or 0)
-                            pending += int(g.get("pending") or 0)
-                except (RedisError, OSError):
-                    continue
+            keys = [o.key for o in self.owned.values()]
+            try:
+                pipe = self.r.pipeline(transaction=False)
+                for key in keys:
+                    pipe.xinfo_groups(key)
+                replies = await pipe.execute(raise_on_error=False) if keys else []
+            except (RedisError, OSError):
+                continue
+            for groups in replies:
+                if isinstance(groups, Exception):
+                    continue  # (a stream deleted meanwhile)
+                for g in groups:
+                    if _s(g.get("name", b"")) == self.group:
+                        lag += int(g.get("lag") or 0)
+                        pending += int(g.get("pending") or 0)
             LAG.labels(self.group).set(lag)
             PENDING.labels(self.group).set(pending)
-
-
-def _flat(record: Record) -> list[Any]:
-    """A record's stream fields as one flat [name, value, ...] list."""
-    out: list[Any] = []
-    for name, value in record.to_fields().items():
-        out.append(name)
-        out.append(value)
-    return out
 
 
 def _before(entry_id: str) -> str:

@@ -34,7 +34,11 @@ class BusSettings(BaseSettings):
     lease_ttl_ms: int = Field(3000, ge=300, description="a dead worker's sessions move after this")
     heartbeat_ms: int = Field(1000, ge=50, description="lease renewal period")
     discovery_ms: int = Field(500, ge=50, description="registry rescan period")
-    block_ms: int = Field(100, ge=1, le=5000, description="XREADGROUP BLOCK time")
+    block_ms: int = Field(100, ge=1, le=5000, description="BLOCK time of the wait on the bells")
+    poll_ms: int = Field(
+        500, ge=10, description="look at every owned stream at least this often, rung or not "
+        "(entries added without ringing the bell, e.g. by hand, are seen within this)"
+    )
     batch_count: int = Field(100, ge=1, le=10_000, description="XREADGROUP COUNT")
     max_inflight: int = Field(200, ge=1, description="entries read but not committed, per stream")
     max_attempts: int = Field(3, ge=1, le=100, description="failures before an entry is dead-lettered")

@@ -2,7 +2,8 @@
 
 Roles and what each may do (docs/operations.md, "Redis users per role"):
 
-* ``capture-<room>``: add audio chunks to its room's audio streams and write its room's
+* ``capture-<room>``: add audio chunks to its room's audio streams (and ring their bell,
+  ``P:{room}:bell:audio``) and write its room's
   session registry (sessions, status, alive, meta), add the room to ``P:rooms``, announce.
   It may not read any stream (XRANGE, XREAD), except XREVRANGE on its own room's audio
   streams: after a Redis outage the publisher reads the last chunk it wrote so as not to
@@ -11,10 +12,10 @@ Roles and what each may do (docs/operations.md, "Redis users per role"):
   every room; it writes only what a listener must: ``ZADD`` on ``P:{room}:targets`` (the
   language it listens to, refreshed) and ``XADD`` on ``P:announce`` (so MT/TTS start that
   language at once). The web page (`s2st web`) uses it too.
-* ``worker-<stage>``: its input and output streams, its leases, the room's progress and
-  dead letters, the status and alive hashes and the audio streams (the janitor ends silent
-  sessions and announces it), ``P:workers:<stage>``, the announcements, read-only registry
-  keys, and HDEL on ``sessions`` (the retention sweep forgets sessions that ended two
+* ``worker-<stage>``: its input and output streams and their bells, its leases, the room's
+  progress and dead letters, the status and alive hashes and the audio streams (the janitor
+  ends silent sessions and announces it), ``P:workers:<stage>``, the announcements,
+  read-only registry keys, and HDEL on ``sessions`` (the retention sweep forgets sessions that ended two
   retention windows ago, bus/retention.py).
 * ``admin``: everything (``s2st room create``, ``s2st status``, operators).
 
@@ -83,7 +84,7 @@ def capture_rule(keys: Keys, room: str) -> str:
     r = keys.room(check_id(room, "room id"))
     return (
         f"resetkeys resetchannels -@all {_CONNECT} +multi +exec +discard "
-        f"+xadd ~{r}:audio:* ~{keys.announce} "
+        f"+xadd ~{r}:audio:* ~{r}:bell:audio ~{keys.announce} "
         f"(+hset +hsetnx +hget +hdel +hgetall ~{r}:sessions ~{r}:status ~{r}:alive ~{r}:meta) "
         f"(+sadd ~{keys.rooms}) "
         f"(+xrevrange %R~{r}:audio:*)"
@@ -106,12 +107,14 @@ def player_rule(keys: Keys) -> str:
 def worker_rule(keys: Keys, spec: WorkerSpec) -> str:
     r = f"{keys.prefix}:{{*}}"
     rw = [f"{r}:{spec.input}:*", f"{r}:{spec.output}:*", f"{r}:lease:{spec.stage}:*",
+          f"{r}:bell:{spec.input}", f"{r}:bell:{spec.output}",  # wait on one, ring the other
           f"{r}:progress", f"{r}:deadletter", f"{r}:status", f"{r}:alive",
           keys.workers(spec.stage), keys.announce]  # the janitor announces what it ended
     # (alive is only read, but expire_session.lua is given it as a key, and Redis wants
     # full access to every key a script is given)
     if spec.input != "audio":
-        rw.append(f"{r}:audio:*")  # the janitor appends the end marker of a silent session
+        # the janitor appends the end marker of a silent session (and rings its bell)
+        rw += [f"{r}:audio:*", f"{r}:bell:audio"]
     ro = [f"{r}:sessions", f"{r}:targets", f"{r}:meta", keys.rooms]
     return (
         f"resetkeys resetchannels -@all {_CONNECT} {WORKER_COMMANDS} "

@@ -14,6 +14,8 @@
 --                                add an output entry unless (seq, part) is not above
 --                                the last one recorded in dedup_field ("" = always)
 --   {"F", fin_field}             mark the partition finished (end of stream handled)
+--   {"B", out_idx, bell_idx}     the bell of the stream KEYS[out_idx]: after the writes, one
+--                                entry on each bell lists the streams written ("keys")
 -- Returns {written, duplicates, acked, fenced tags...}.
 
 local group, token = ARGV[1], ARGV[2]
@@ -44,6 +46,7 @@ local fenced = {}
 local owner_ok, skip = false, false
 -- progress values and acknowledgements are gathered here and written once at the end
 local lease_ok, progress_cache, progress_dirty, acks = {}, {}, {}, {}
+local bell_of, rung = {}, {}
 
 local function progress_get(field)
   local v = progress_cache[field]
@@ -104,6 +107,7 @@ for _, op in ipairs(ops) do
         if dedup_field ~= "" then
           progress_set(dedup_field, string.format("%d:%d", seq, part))
         end
+        if bell_of[op[2]] then rung[op[2]] = true end
         written = written + 1
       else
         dups = dups + 1
@@ -111,6 +115,8 @@ for _, op in ipairs(ops) do
     end
   elseif kind == "F" then
     if owner_ok then progress_set(op[2], "1") end
+  elseif kind == "B" then
+    bell_of[op[2]] = op[3]
   else
     return redis.error_reply("commit.lua: unknown op " .. tostring(kind))
   end
@@ -127,6 +133,19 @@ for field, _ in pairs(progress_dirty) do
   table.insert(hset, progress_cache[field])
 end
 if #hset > 0 then redis.call("HSET", progress, unpack(hset)) end
+
+-- ring: one entry per bell, listing the streams that got entries (kept short: a wake-up,
+-- not a record)
+local ringing = {}
+for out_idx, _ in pairs(rung) do
+  local bell = bell_of[out_idx]
+  local list = ringing[bell]
+  if list == nil then list = {}; ringing[bell] = list end
+  table.insert(list, KEYS[out_idx])
+end
+for bell, list in pairs(ringing) do
+  redis.call("XADD", KEYS[bell], "MAXLEN", "~", "100", "*", "keys", table.concat(list, " "))
+end
 
 local result = {written, dups, acked}
 for _, tag in ipairs(fenced) do table.insert(result, tag) end

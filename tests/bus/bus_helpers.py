@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from bus.events import decode
-from bus.keys import Keys, Partition
+from bus.keys import BELL_MAXLEN, Keys, Partition
 from bus.registry import Registry
 from bus.settings import BusSettings
 from bus.testing import end_marker, make_chunk
@@ -22,11 +22,15 @@ async def register(client: Any, keys: Keys, sessions: list[Partition], cluster: 
 
 async def produce(client: Any, keys: Keys, part: Partition, seqs: range, *,
                   end: bool = False) -> None:
+    """Add chunks (and the end marker) to the session's audio stream, then ring its bell as a
+    capture agent's publisher does (bus/producer.py)."""
     key = keys.stream("audio", part)
     for seq in seqs:
         await client.xadd(key, make_chunk(part.room, part.session, seq).to_fields())
     if end:
         await client.xadd(key, end_marker(part.room, part.session).to_fields())
+    await client.xadd(keys.bell(part.room, "audio"), {"keys": key}, maxlen=BELL_MAXLEN,
+                      approximate=True)
 
 
 async def outputs(client: Any, keys: Keys, part: Partition,

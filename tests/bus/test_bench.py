@@ -19,11 +19,14 @@ def test_bench_bus_writes_the_figures(tmp_path: Path, local_redis: str) -> None:
          "--redis-url", local_redis, "--key-prefix", "tb" + uuid.uuid4().hex[:8]],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
-    runs = json.loads(out.read_text())["runs"]
+    report = json.loads(out.read_text())
+    runs = report["runs"]
+    assert 0 < report["redis_round_trip_ms"]["p50"] <= report["redis_round_trip_ms"]["p99"]
     assert [r["sessions"] for r in runs] == [1, 4]
     for r in runs:
         assert r["events"] == 400 and len(r["events_per_s_by_stage"]) == 3
         assert r["events_per_s"] > 0 and r["single_worker_events_per_s"] > 0
+        assert r["bare_loop_events_per_s"] > 0
         assert r["latency_events"] > 0
         assert 0 < r["hop_latency_ms"]["p50"] <= r["hop_latency_ms"]["p95"] \
             <= r["hop_latency_ms"]["p99"]

@@ -113,3 +113,30 @@ def test_dead_letter_is_not_a_session_event() -> None:
     assert decode(dead.to_fields()) == dead
     with pytest.raises(MalformedEvent):
         decode_event(dead.to_fields())
+
+
+def test_an_entry_as_redis_returns_it_a_flat_list_decodes_the_same() -> None:
+    event = _transcript()
+    flat = [x.encode() if isinstance(x, str) else x for x in event.to_flat()]
+    assert decode(flat) == event
+    assert dict(zip(event.to_flat()[::2], event.to_flat()[1::2], strict=True)) == (
+        event.to_fields())
+    # a name given twice (XADD accepts it) is malformed, whichever value would win
+    with pytest.raises(MalformedEvent, match="'text' appears twice"):
+        decode([*flat, b"text", b"again"])
+    with pytest.raises(MalformedEvent, match="'words' appears twice"):
+        decode([*flat, b"words", b"[]"])  # also inside the payload
+    bad = list(flat)
+    bad[bad.index(b"text") + 1] = b"\xff\xfe"
+    with pytest.raises(MalformedEvent, match="'text' is not UTF-8"):
+        decode(bad)
+
+
+def test_floats_travel_exactly() -> None:
+    chunk = AudioChunk(room="r", session="s", seq=0, capture_start=1796193671.6634672,
+                       capture_end=1e-05, emitted=0.1 + 0.2, utterance=0, offset=0, samples=0,
+                       rate=16000, speech_prob=1 / 3, vad="speech")
+    back = decode({k.encode(): v if isinstance(v, bytes) else v.encode()
+                   for k, v in chunk.to_fields().items()})
+    assert back == chunk
+    assert chunk.to_fields()["capture_start"] == "1796193671.6634672"

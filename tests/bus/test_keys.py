@@ -18,7 +18,7 @@ def test_all_keys_of_a_room_share_a_slot() -> None:
         keys.status("room-1"), keys.alive("room-1"), keys.progress("room-1"),
         keys.deadletter("room-1"), keys.stream("audio", p), keys.stream("transcript", p),
         keys.stream("translation", pl), keys.room_stream("speech", "room-1", "es"),
-        keys.lease("asr", "audio", p),
+        keys.lease("asr", "audio", p), keys.bell("room-1", "audio"),
     ]
     assert len({key_slot(k.encode()) for k in room_keys}) == 1
     other = keys.stream("audio", Partition("room-2", "sess.A"))
@@ -51,3 +51,19 @@ def test_languages_and_prefix() -> None:
             check_lang(bad)
     with pytest.raises(ValueError):
         Keys("a{b}")
+
+
+def test_bells_of_streams_and_reserved_family_names() -> None:
+    keys = Keys("s2st")
+    p = Partition("r1", "s1", "es")
+    assert Keys.bell_of(keys.stream("translation", p)) == keys.bell("r1", "translation") == (
+        "s2st:{r1}:bell:translation")
+    assert Keys.bell_of(keys.room_stream("speech", "r1", "es")) == "s2st:{r1}:bell:speech"
+    # keys that are not a family's streams have no bell
+    for key in (keys.deadletter("r1"), keys.progress("r1"), keys.bell("r1", "audio"),
+                keys.lease("asr", "audio", p), keys.announce):
+        assert Keys.bell_of(key) is None, key
+    # a family named like a layout word would collide with the bells or the leases
+    for reserved in ("bell", "lease"):
+        with pytest.raises(InvalidId, match="reserved"):
+            keys.stream(reserved, p)

@@ -1,0 +1,109 @@
+"""How a worker learns of new entries (bells, and the poll that catches entries added without
+one) and how it bounds a handler that hangs (the watchdog). Plain Redis and a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from bus_helpers import dead_letters, outputs, register, wait_for
+
+from bus.events import ControlEvent
+from bus.keys import Partition
+from bus.producer import Publisher
+from bus.settings import BusSettings
+from bus.stage import Delivery, Emit, PartitionContext
+from bus.testing import RelayStage, make_chunk, run_worker
+
+
+async def _relayed(client: Any, settings: BusSettings, part: Partition, n: int) -> bool:
+    return len(await outputs(client, settings.keys, part)) >= n
+
+
+async def _time_to_output(client: Any, settings: BusSettings, part: Partition, n: int) -> float:
+    t0 = time.monotonic()
+    await wait_for(lambda: _relayed(client, settings, part, n), timeout=20, interval=0.005)
+    return time.monotonic() - t0
+
+
+async def test_a_rung_bell_wakes_the_worker_and_a_silent_write_waits_for_the_poll(
+        settings: BusSettings, client: Any) -> None:
+    # the poll is 1.5 s here: what is handled sooner was woken by its bell
+    settings = settings.model_copy(update={"poll_ms": 1500})
+    parts = [Partition("roomw", f"s{i}") for i in range(12)]
+    await register(client, settings.keys, parts, settings.redis_cluster)
+    publisher = Publisher(client, settings)
+    async with run_worker(RelayStage(), settings):
+        async def owned() -> bool:
+            return all([await client.exists(settings.keys.lease("relay", "audio", p))
+                        for p in parts])
+
+        await wait_for(owned)
+        await asyncio.sleep(2 * settings.poll_ms / 1000)  # the first reads and polls are over
+        # through the publisher (a capture agent's path): the bell names the stream
+        target = parts[7]
+        sent = time.monotonic()
+        await publisher.publish(settings.keys.stream("audio", target),
+                                make_chunk(target.room, target.session, 0))
+        await _time_to_output(client, settings, target, 1)
+        rung = time.monotonic() - sent
+        assert rung < 0.5, f"the bell did not wake the worker ({rung:.2f} s)"
+        # by hand, without a bell (as with redis-cli): seen at the next poll, not lost
+        await asyncio.sleep(0.2)
+        quiet = parts[3]
+        await client.xadd(settings.keys.stream("audio", quiet),
+                          make_chunk(quiet.room, quiet.session, 0).to_fields())
+        polled = await _time_to_output(client, settings, quiet, 1)
+        assert polled <= settings.poll_ms / 1000 + 0.5, polled
+        # the bell says which streams: the others were not read because of it
+        bell = await client.xrange(settings.keys.bell("roomw", "audio"))
+        assert [f[b"keys"].decode() for _id, f in bell] == [
+            settings.keys.stream("audio", target)]
+    # the stage's own writes rang the output family's bell, naming the streams written
+    out_bell = await client.xrange(settings.keys.bell("roomw", "relayed"))
+    named = {k.decode() for _id, f in out_bell for k in f[b"keys"].split()}
+    assert named == {settings.keys.stream("relayed", p) for p in (target, quiet)}
+
+
+class Hangs(RelayStage):
+    """Hangs (far past the handler timeout) on the entries with these seqs, relays the rest."""
+
+    def __init__(self, hang_seqs: set[int]) -> None:
+        super().__init__()
+        self.hang_seqs = hang_seqs
+        self.cancelled = 0
+
+    async def handle(self, ctx: PartitionContext, delivery: Delivery) -> list[Emit]:
+        event = delivery.event
+        if event.seq in self.hang_seqs and not isinstance(event, ControlEvent):
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        return await super().handle(ctx, delivery)
+
+
+async def test_a_handler_past_its_timeout_is_cancelled_retried_and_dead_lettered(
+        settings: BusSettings, client: Any) -> None:
+    settings = settings.model_copy(update={"handler_timeout_s": 0.4, "max_attempts": 2})
+    part = Partition("roomt", "s1")
+    await register(client, settings.keys, [part], settings.redis_cluster)
+    stage = Hangs({2})
+    publisher = Publisher(client, settings)
+    t0 = time.monotonic()
+    async with run_worker(stage, settings):
+        await publisher.publish_many(settings.keys.stream("audio", part),
+                                     [make_chunk(part.room, part.session, i) for i in range(5)])
+        await wait_for(lambda: _relayed(client, settings, part, 4), timeout=20)
+        took = time.monotonic() - t0
+    got = await outputs(client, settings.keys, part)
+    assert got == [("audio", i) for i in (0, 1, 3, 4)]  # in order; the others did not wait
+    assert stage.cancelled == 2  # both attempts were cut off
+    # two attempts of 0.4 s each (the watchdog looks every timeout/10) and a back-off
+    assert took < 2 * 0.4 * 1.5 + 2.0, took
+    (dead,) = await dead_letters(client, settings.keys, part.room)
+    assert dead.attempts == 2 and dead.error.startswith("TimeoutError: the handler took more "
+                                                        "than 0.4 s"), dead
+    assert (await client.xpending(settings.keys.stream("audio", part), "relay"))["pending"] == 0
