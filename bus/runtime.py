@@ -135,6 +135,11 @@ class Worker:
         self._sessions: dict[tuple[str, str], SessionInfo] = {}
         self._targets: dict[str, list[str]] = {}
         self._finished_cache: set[Partition] = set()
+        self._commits_sent = 0  # commit round trips sent, and come back (or failed)
+        self._commits_back = 0
+        self._fetches_sent = 0  # fenced reads sent, and come back (or failed)
+        self._fetches_back = 0
+        self._lost_at: dict[Partition, tuple[int, int]] = {}  # lost: commits, reads sent by then
         self.metrics_port: int | None = None
         self._redis_trouble = 0.0  # last time Redis could not be reached
         # Set just before the loops are cancelled: on Python 3.11 asyncio.wait_for (which
@@ -234,13 +239,25 @@ class Worker:
         ttl = self.settings.lease_ttl_ms
         while not self._loops_closed:
             try:
-                await self.r.zadd(self.keys.workers(self.group), {self.worker_id: time.time()})
-                by_slot: dict[str, list[_Owned]] = {}
+                # one round trip for all rooms: under load each round trip waits for the loop
+                # behind every busy stream, and a renewal must not take a lease TTL
+                by_room: dict[str, list[_Owned]] = {}
                 for owned in self.owned.values():
-                    by_slot.setdefault(owned.part.room, []).append(owned)
-                for group in by_slot.values():
-                    ok = await self.scripts.renew(keys=[o.lease_key for o in group],
-                                                  args=[self.worker_id, ttl])
+                    by_room.setdefault(owned.part.room, []).append(owned)
+                groups = list(by_room.values())
+                workers = self.keys.workers(self.group)
+                if self.settings.redis_cluster:
+                    # one script call per room, each on the room's shard, concurrently
+                    replies = await asyncio.gather(
+                        self.r.zadd(workers, {self.worker_id: time.time()}),
+                        *(self.scripts.renew(keys=[o.lease_key for o in group],
+                                             args=[self.worker_id, ttl]) for group in groups))
+                else:
+                    replies = await self._pipelined(
+                        self.scripts.renew,
+                        [([o.lease_key for o in group], [self.worker_id, ttl]) for group in groups],
+                        lambda pipe, key=workers: pipe.zadd(key, {self.worker_id: time.time()}))
+                for group, ok in zip(groups, replies[1:], strict=True):
                     for owned, kept in zip(group, ok, strict=True):
                         if not int(kept):
                             self._lose(owned)
@@ -256,6 +273,13 @@ class Worker:
         owned.closing = "lost"
         owned.queue.clear()
         owned.wake.set()
+        # The lease holds our worker id, so once this worker takes the stream again, a commit
+        # of what it did before the loss, or a read it sent before, would pass the fence (and
+        # a read landing in the middle of the new owner's recovery puts new entries before
+        # the pending ones: the watermark then skips those). Nothing of this ownership is
+        # committed or queued from now on, and the stream is not taken again until every
+        # commit and read already sent has come back.
+        self._lost_at[owned.part] = (self._commits_sent, self._fetches_sent)
 
     async def _live_workers(self) -> int:
         """Workers of this stage that heartbeated within one lease TTL: one that did not has
@@ -370,6 +394,11 @@ class Worker:
             # be working on it (a short session captured or replayed faster than real time
             # ends before its first transcript exists): look again at the next discovery.
             return False
+        lost_at = self._lost_at.get(part)
+        if lost_at is not None:
+            if self._commits_back < lost_at[0] or self._fetches_back < lost_at[1]:
+                return False  # a commit or read of the lost ownership may be on its way
+            del self._lost_at[part]
         got = await self.r.set(lease_key, self.worker_id, nx=True, px=self.settings.lease_ttl_ms)
         if not got:
             return False
@@ -700,9 +729,13 @@ class Worker:
                     for o in due:
                         keys += [o.lease_key, o.key]
                         o.maybe_more = False  # unless this read fills a whole batch
-                    reply = await self.scripts.fetch(keys=keys, args=[self.group,
-                                                                      self.worker_id, count])
-                    if self._enqueue(reply, count):
+                    self._fetches_sent += 1
+                    try:
+                        reply = await self.scripts.fetch(keys=keys, args=[self.group,
+                                                                          self.worker_id, count])
+                    finally:
+                        self._fetches_back += 1
+                    if self._enqueue(reply, count, {o.key: o for o in due}):
                         continue
                 await self._wait_bells(bells, readable, len(room) < len(readable),
                                        min(block / 1000, max(0.0, next_poll - time.monotonic())))
@@ -751,11 +784,13 @@ class Worker:
                     if owned is not None:
                         owned.maybe_more = True
 
-    def _enqueue(self, reply: list[Any], count: int) -> bool:
+    def _enqueue(self, reply: list[Any], count: int, readers: dict[str, _Owned]) -> bool:
+        """Queue what a fenced read returned, each stream's entries to the ownership that read
+        them (``readers``): one lost meanwhile gets nothing (its entries stay pending)."""
         got = False
         for raw_key, entries in reply or []:
-            owned = self._by_key.get(_s(raw_key))
-            if owned is None:
+            owned = readers.get(_s(raw_key))
+            if owned is None or owned.closing == "lost":
                 continue
             if entries == b"LOST" or entries == "LOST":
                 self._lose(owned)
@@ -799,30 +834,28 @@ class Worker:
                     delay = min(2.0, delay * 2)
 
     async def _commit(self, batch: list[_CommitItem]) -> None:
+        live = []
+        for item in batch:
+            if item.owned.closing == "lost":  # see _lose: not a line of it is written
+                item.owned.inflight -= 1
+                if item.done is not None and not item.done.done():
+                    item.done.set_result(False)
+            else:
+                live.append(item)
+        batch[:] = live  # (a retried batch does not count them twice)
+        if not batch:
+            self._capacity.set()
+            return
         by_room: dict[str, list[_CommitItem]] = {}
         for item in batch:
             by_room.setdefault(item.owned.part.room, []).append(item)
         t0 = time.perf_counter()
         calls = [self._commit_call(room, items) for room, items in by_room.items()]
-        if self.settings.redis_cluster:
-            # one script call per room, each routed to the room's shard, concurrently
-            results = await asyncio.gather(
-                *(self.scripts.commit(keys=keys, args=args) for keys, args in calls))
-        else:
-            # EVALSHA straight into the pipeline: redis-py's pipelined scripts would ask
-            # SCRIPT EXISTS on every execute (a round trip per commit)
-            sha = self.scripts.commit.sha
-            try:
-                pipe = self.r.pipeline(transaction=False)
-                for keys, args in calls:
-                    pipe.evalsha(sha, len(keys), *keys, *args)
-                results = await pipe.execute()
-            except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load, write again
-                await self.scripts.load()
-                pipe = self.r.pipeline(transaction=False)
-                for keys, args in calls:
-                    pipe.evalsha(sha, len(keys), *keys, *args)
-                results = await pipe.execute()
+        self._commits_sent += 1
+        try:
+            results = await self._send_commit(calls)
+        finally:
+            self._commits_back += 1
         seconds = time.perf_counter() - t0
         for (_room, items), result in zip(by_room.items(), results, strict=True):
             written, dups, acked = int(result[0]), int(result[1]), int(result[2])
@@ -837,6 +870,34 @@ class Worker:
                 if item.done is not None and not item.done.done():
                     item.done.set_result(ok)
         self._capacity.set()
+
+    async def _send_commit(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        if self.settings.redis_cluster:
+            # one script call per room, each routed to the room's shard, concurrently
+            return list(await asyncio.gather(
+                *(self.scripts.commit(keys=keys, args=args) for keys, args in calls)))
+        return await self._pipelined(self.scripts.commit, calls)
+
+    async def _pipelined(self, script: Any, calls: list[tuple[list[str], list[Any]]],
+                         first: Any = None) -> list[Any]:
+        """Run ``script`` once per (keys, args) in one pipeline (after ``first(pipe)``'s
+        commands), by EVALSHA: redis-py's pipelined scripts would ask SCRIPT EXISTS first on
+        every execute, a second round trip. A Redis that lost its scripts (restarted, SCRIPT
+        FLUSH) answers NOSCRIPT: they are loaded and the pipeline sent again, which is safe
+        because nothing of it ran (the scripts are idempotent besides)."""
+        for attempt in (0, 1):
+            pipe = self.r.pipeline(transaction=False)
+            if first is not None:
+                first(pipe)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                if attempt:
+                    raise
+                await self.scripts.load()
+        raise AssertionError("unreachable")
 
     def _commit_call(self, room: str, items: list[_CommitItem]) -> tuple[list[str], list[Any]]:
         keys: list[str] = []

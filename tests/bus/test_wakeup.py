@@ -4,6 +4,7 @@ one) and how it bounds a handler that hangs (the watchdog). Plain Redis and a cl
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from bus_helpers import dead_letters, outputs, register, wait_for
 from bus.events import ControlEvent
 from bus.keys import Partition
 from bus.producer import Publisher
+from bus.runtime import Worker
 from bus.settings import BusSettings
 from bus.stage import Delivery, Emit, PartitionContext
 from bus.testing import RelayStage, make_chunk, run_worker
@@ -19,6 +21,11 @@ from bus.testing import RelayStage, make_chunk, run_worker
 
 async def _relayed(client: Any, settings: BusSettings, part: Partition, n: int) -> bool:
     return len(await outputs(client, settings.keys, part)) >= n
+
+
+async def _all_relayed(client: Any, settings: BusSettings, parts: list[Partition],
+                       n: int) -> bool:
+    return all([await _relayed(client, settings, p, n) for p in parts])
 
 
 async def _time_to_output(client: Any, settings: BusSettings, part: Partition, n: int) -> float:
@@ -107,3 +114,63 @@ async def test_a_handler_past_its_timeout_is_cancelled_retried_and_dead_lettered
     assert dead.attempts == 2 and dead.error.startswith("TimeoutError: the handler took more "
                                                         "than 0.4 s"), dead
     assert (await client.xpending(settings.keys.stream("audio", part), "relay"))["pending"] == 0
+
+
+class SlowCommits(Worker):
+    """A worker whose commits take a while to come back (a Redis under load): what it handled
+    before losing a stream is still queued or on its way when it takes the stream back."""
+
+    async def _send_commit(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        await asyncio.sleep(0.05)
+        return await super()._send_commit(calls)
+
+
+async def test_streams_lost_and_taken_back_under_load_lose_and_repeat_nothing(
+        settings: BusSettings, client: Any) -> None:
+    """Leases vanish (as when renewals come late under load) again and again while the worker
+    is busy; it takes the same streams back with the same id, so what it did before a loss
+    must not be committed after it (the lease would let it pass): every entry comes out once,
+    in order."""
+    # (each loss delivers the pending entries once more: far more losses than a worker has,
+    # so the attempts an entry gets before it counts as poison are raised out of the way)
+    settings = settings.model_copy(update={"max_attempts": 100})
+    parts = [Partition(f"rooml{i % 2}", f"s{i}") for i in range(8)]
+    await register(client, settings.keys, parts, settings.redis_cluster)
+    publisher = Publisher(client, settings)
+    n = 600
+    worker = SlowCommits(RelayStage(), settings)
+    task = asyncio.create_task(worker.run())
+    try:
+        async def owned() -> bool:
+            return all([await client.exists(settings.keys.lease("relay", "audio", p))
+                        for p in parts])
+
+        await wait_for(owned)
+        for p in parts:
+            await publisher.publish_many(settings.keys.stream("audio", p),
+                                         [make_chunk(p.room, p.session, i) for i in range(n)])
+        losses = 0
+
+        async def take_leases() -> None:  # one lease away every 150 ms, round the streams
+            nonlocal losses
+            for i in itertools.count():
+                p = parts[i % len(parts)]
+                losses += int(await client.delete(settings.keys.lease("relay", "audio", p)))
+                await asyncio.sleep(0.15)
+
+        thief = asyncio.create_task(take_leases())
+        try:
+            await wait_for(lambda: _all_relayed(client, settings, parts, n), timeout=90)
+        finally:
+            thief.cancel()
+        await asyncio.sleep(0.5)
+        assert worker.owned  # it kept (took back) its streams
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=30)
+    assert losses >= 3, losses
+    for p in parts:
+        assert await outputs(client, settings.keys, p) == [("audio", i) for i in range(n)], p
+        info = await client.xpending(settings.keys.stream("audio", p), "relay")
+        assert info["pending"] == 0, (p, info)
+    assert await dead_letters(client, settings.keys, "rooml0") == []
