@@ -347,19 +347,18 @@ class Worker:
                     if part not in self._finished_cache:
                         wanted.append((part, info))
         # drop the ones finished (end of stream handled by someone); ours are not
-        wanted = [(p, i) for p, i in wanted if p not in self.owned] + [
-            (p, i) for p, i in wanted if p in self.owned]
-        unowned = sum(1 for p, _ in wanted if p not in self.owned)
-        if unowned:
+        ours = [(p, i) for p, i in wanted if p in self.owned]
+        others = [(p, i) for p, i in wanted if p not in self.owned]
+        if others:
             pipe = self.r.pipeline(transaction=False)
-            for part, _ in wanted[:unowned]:
+            for part, _ in others:
                 pipe.hexists(self.keys.progress(part.room), self._fin_field(part))
             finished = await pipe.execute()
-            for (part, _), fin in zip(wanted[:unowned], finished, strict=True):
+            for (part, _), fin in zip(others, finished, strict=True):
                 if fin:
                     self._finished_cache.add(part)
-            wanted = [(p, i) for (p, i), fin in zip(wanted[:unowned], finished, strict=True)
-                      if not fin] + wanted[unowned:]
+            others = [(p, i) for (p, i), fin in zip(others, finished, strict=True) if not fin]
+        wanted = others + ours
         share = math.ceil(len(wanted) / await self._live_workers()) if wanted else 0
         mine = [o for o in self.owned.values() if not o.closing]
         # shed extras (the most recently acquired first) so others can take them
