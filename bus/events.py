@@ -299,17 +299,19 @@ def _check_pcm(event: Any, pcm: bytes, samples: int) -> Any:
 
 
 def _plain(value: Any) -> str:
+    # the general case (subclasses, tuples, dicts, models); to_flat looks exact types up in
+    # _ENCODERS first, and both write a value of one kind the same way
     if isinstance(value, bool):
-        return "1" if value else "0"
+        return _bool(value)
     if isinstance(value, float):
-        return repr(value)
+        return _float(value)
     if isinstance(value, int | str):
         return str(value)
     if isinstance(value, BaseModel):
         return value.model_dump_json()
     if isinstance(value, list | tuple | dict):
         # pydantic-core's serializer (models included): compact, UTF-8 kept, floats exact
-        return to_json(value).decode()
+        return _json(value)
     if value is None:
         return ""
     raise TypeError(f"cannot encode {type(value).__name__} as a plain field")
