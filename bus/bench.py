@@ -172,6 +172,9 @@ async def _bare(settings: BusSettings, n_sessions: int, events: int) -> float:
         for key in inputs:
             await r.xgroup_create(key, "bare", id="0")
         done, total = 0, per * n_sessions
+        # timed here, not off the output ids: a small run fits in one batch, written within
+        # one millisecond
+        t0 = time.perf_counter()
         while done < total:
             reply = await r.xreadgroup("bare", "bare", dict.fromkeys(inputs, ">"), count=100,
                                        block=100)
@@ -183,7 +186,7 @@ async def _bare(settings: BusSettings, n_sessions: int, events: int) -> float:
                 pipe.xack(key, "bare", *[entry_id for entry_id, _ in entries])
                 done += len(entries)
             await pipe.execute()
-        return await _stage_rate(r, list(output.values()))
+        return total / (time.perf_counter() - t0)
     finally:
         await delete_prefix(r, prefix)
         await r.aclose()

@@ -101,6 +101,8 @@ class _Owned:
         self.maybe_more = True  # the stream may hold entries this worker has not read yet
         self.bell = Keys.bell_of(key) or key  # rung by whoever writes to the stream
         self.bells: dict[str, str | None] = {}  # output key -> its bell
+        self.last_read = "0-0"  # the last entry queued (read or recovered) by this ownership
+        self.reread = False  # a read's reply was lost: read our own pending ones again
 
 
 class Worker:
@@ -522,6 +524,7 @@ class Worker:
                 flat = [x for pair in fields.items() for x in pair] if fields else None
                 owned.queue.append(_Entry(eid, flat, attempts=counts[eid]))
                 owned.inflight += 1
+                owned.last_read = eid
             last = _s(pending[-1]["message_id"])
             start = "(" + last
             if len(pending) < 1000:
@@ -620,10 +623,13 @@ class Worker:
             if delivery.is_end:
                 item.waited()
             self._commit_q.put_nowait(item)
-            if item.done is not None:
-                if await item.done:
-                    owned.finished = True
-                    owned.queue.clear()
+            if item.done is not None and await item.done:
+                owned.finished = True
+                # Nothing should follow an end marker; what does is dead-lettered (and so
+                # acknowledged), not dropped with its entries pending for ever
+                while owned.queue:
+                    late = owned.queue.popleft()
+                    await self._dead_letter(owned, late, "after the end of its stream", "late")
             return
 
     async def _failed(self, owned: _Owned, entry: _Entry, delivery: Delivery,
@@ -634,7 +640,10 @@ class Worker:
         for mw in self.middleware:
             mw.on_failure(self.group, owned.part, delivery, exc, attempts)
         if owned.closing:
-            owned.inflight -= 1  # left pending for the next owner
+            # left pending for the next owner, and so is everything queued after it (handling
+            # those now would put them before it)
+            owned.inflight -= 1 + len(owned.queue)
+            owned.queue.clear()
             return -1
         if attempts >= self.settings.max_attempts:
             await self._dead_letter(owned, entry, f"{type(exc).__name__}: {exc}", "failed",
@@ -725,13 +734,14 @@ class Worker:
             try:
                 if due:
                     keys: list[str] = []
+                    starts: list[str] = []
                     for o in due:
                         keys += [o.lease_key, o.key]
+                        starts.append(o.last_read if o.reread else ">")
                         o.maybe_more = False  # unless this read fills a whole batch
                     self._fetches_sent += 1
                     try:
-                        reply = await self.scripts.fetch(keys=keys, args=[self.group,
-                                                                          self.worker_id, count])
+                        reply = await self._read_fenced(keys, count, starts)
                     finally:
                         self._fetches_back += 1
                     if self._enqueue(reply, count, {o.key: o for o in due}):
@@ -747,7 +757,12 @@ class Worker:
                     self._lose(o)
             except (RedisError, OSError) as exc:
                 for o in due:
+                    # The read may have run with its reply lost (a connection dropped, Redis
+                    # shutting down): its entries would then be pending under this consumer,
+                    # never queued. Read this consumer's own pending entries after the last
+                    # one queued first (they are handled, not left for a next owner).
                     o.maybe_more = True
+                    o.reread = True
                 log.warning("fetch failed; retrying", error=str(exc), backoff=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(2.0, backoff * 2)
@@ -783,11 +798,17 @@ class Worker:
                     if owned is not None:
                         owned.maybe_more = True
 
+    async def _read_fenced(self, keys: list[str], count: int, starts: list[str]) -> list[Any]:
+        """One fenced read (bus/lua/fetch.lua) of (lease, stream) pairs ``keys``, each stream
+        after its id in ``starts`` (">": new entries)."""
+        return list(await self.scripts.fetch(keys=keys, args=[self.group, self.worker_id,
+                                                              count, *starts]) or [])
+
     def _enqueue(self, reply: list[Any], count: int, readers: dict[str, _Owned]) -> bool:
         """Queue what a fenced read returned, each stream's entries to the ownership that read
         them (``readers``): one lost meanwhile gets nothing (its entries stay pending)."""
         got = False
-        for raw_key, entries in reply or []:
+        for raw_key, entries in reply:
             owned = readers.get(_s(raw_key))
             if owned is None or owned.closing == "lost":
                 continue
@@ -798,9 +819,18 @@ class Worker:
                 continue
             owned.queue.extend(_Entry(_s(entry_id), flat or None) for entry_id, flat in entries)
             owned.inflight += len(entries)
-            owned.maybe_more = len(entries) >= count
+            owned.last_read = owned.queue[-1].entry_id
+            if len(entries) >= count:
+                owned.maybe_more = True  # (and a re-read goes on from its last entry)
+            elif owned.reread:
+                owned.reread = False
+                owned.maybe_more = True  # now the new ones
             got = True
             owned.wake.set()
+        for owned in readers.values():
+            if owned.reread and not owned.maybe_more:  # nothing came back: none was lost
+                owned.reread = False
+                owned.maybe_more = True
         return got
 
     # -- committing ------------------------------------------------------------------

@@ -174,3 +174,52 @@ async def test_streams_lost_and_taken_back_under_load_lose_and_repeat_nothing(
         info = await client.xpending(settings.keys.stream("audio", p), "relay")
         assert info["pending"] == 0, (p, info)
     assert await dead_letters(client, settings.keys, "rooml0") == []
+
+
+class LosesReadReplies(Worker):
+    """A worker whose connection drops after Redis ran a read but before the reply came back
+    (as when Redis shuts down, or a network link fails): every third read that took entries
+    returns nothing to the worker. Those entries are pending under its consumer all the same."""
+
+    lost = 0
+
+    async def _read_fenced(self, keys: list[str], count: int, starts: list[str]) -> list[Any]:
+        reply = await super()._read_fenced(keys, count, starts)
+        if any(entries not in (b"LOST", "LOST") for _key, entries in reply):
+            self.reads_with_entries = getattr(self, "reads_with_entries", 0) + 1
+            if self.reads_with_entries % 3 == 1:
+                self.lost += sum(len(e) for _k, e in reply if e not in (b"LOST", "LOST"))
+                raise ConnectionError("connection lost before the reply (test)")
+        return reply
+
+
+async def test_entries_of_a_read_whose_reply_was_lost_are_handled_in_order(
+        settings: BusSettings, client: Any) -> None:
+    """The worker keeps its streams through such a fault, so nobody would ever claim the
+    entries of the lost reply: it reads its own pending entries again and handles them, in
+    order, before any newer one; nothing is left pending."""
+    settings = settings.model_copy(update={"batch_count": 7})
+    parts = [Partition("roomr", f"s{i}") for i in range(3)]
+    await register(client, settings.keys, parts, settings.redis_cluster)
+    publisher = Publisher(client, settings)
+    n = 60
+    worker = LosesReadReplies(RelayStage(), settings)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.started.wait(), timeout=10)
+        for i in range(0, n, 5):  # in bursts, so that many reads take entries
+            for p in parts:
+                await publisher.publish_many(
+                    settings.keys.stream("audio", p),
+                    [make_chunk(p.room, p.session, s) for s in range(i, i + 5)])
+            await asyncio.sleep(0.02)
+        await wait_for(lambda: _all_relayed(client, settings, parts, n), timeout=30)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=30)
+    assert worker.lost >= 5, worker.lost
+    for p in parts:
+        assert await outputs(client, settings.keys, p) == [("audio", i) for i in range(n)], p
+        info = await client.xpending(settings.keys.stream("audio", p), "relay")
+        assert info["pending"] == 0, (p, info)
+    assert await dead_letters(client, settings.keys, "roomr") == []
