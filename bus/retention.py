@@ -12,7 +12,8 @@ the sessions that ended more than ``retention_s`` ago:
   registry entries (``sessions``, ``status``, ``alive``) and every stage's ``fin`` field go.
   The gap lets every stage, whichever of them runs, find the session and sweep its inputs.
 
-Every step is idempotent, so any number of workers may sweep at once. Room-wide streams
+Every step is idempotent, and each session is swept by one script (bus/lua/sweep_session.lua)
+that does nothing once the session is forgotten, so any number of workers may sweep at once. Room-wide streams
 (one per room and language) keep at most one window of entries as they are written.
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 
 from bus.keys import Keys, Partition
 from bus.registry import SessionInfo
+from bus.scripts import Scripts
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,14 @@ class RetentionSweeper:
     """Sweeps one stage's inputs of expired sessions (see the module docstring)."""
 
     def __init__(self, client: Any, keys: Keys, *, stage: str, family: str, per_lang: bool,
-                 retention_s: float, cluster: bool) -> None:
+                 retention_s: float, scripts: Scripts | None = None) -> None:
         self.r = client
+        self.scripts = scripts or Scripts(client)
         self.keys = keys
         self.stage = stage
         self.family = family
         self.per_lang = per_lang
         self.retention_s = retention_s
-        self.cluster = cluster
 
     async def sweep(self, room: str, sessions: list[SessionInfo], targets: list[str],
                     busy: set[Partition], now: float | None = None) -> tuple[set[Partition], set[str]]:
@@ -83,27 +85,26 @@ class RetentionSweeper:
         fields = [f for f in [ProgressField.parse(_s(name))
                               async for name, _value in self.r.hscan_iter(progress)]
                   if f is not None and f.session in expired]
+        forgotten = {sid for sid, info in expired.items()
+                     if ended_at(info) < now - 2 * self.retention_s}
         swept: set[Partition] = set()
-        pipe = self.r.pipeline(transaction=not self.cluster)
+        gone: set[str] = set()
+        registry = [self.keys.status(room), self.keys.alive(room)]
         for sid in expired:
             mine = [f for f in fields if f.session == sid and f.stage == self.stage]
             parts = self._partitions(room, sid, mine, targets) - busy
-            for part in parts:
-                pipe.delete(self.keys.stream(self.family, part))
-                pipe.hset(progress, self.keys.finished_field(self.stage, self.family, part), "1")
+            fins = [self.keys.finished_field(self.stage, self.family, p) for p in parts]
             drop = [f.name for f in mine if f.kind != "fin"]
-            if drop:
-                pipe.hdel(progress, *drop)
-            swept |= parts
-        forgotten = {sid for sid, info in expired.items()
-                     if ended_at(info) < now - 2 * self.retention_s}
-        if forgotten:
-            for key in (self.keys.sessions(room), self.keys.status(room), self.keys.alive(room)):
-                pipe.hdel(key, *forgotten)
-            leftovers = [f.name for f in fields if f.session in forgotten]
-            if leftovers:
-                pipe.hdel(progress, *leftovers)
-        await pipe.execute()
+            # one script per session: it does nothing once another worker forgot the session
+            done = await self.scripts.sweep_session(
+                keys=[progress, *registry, *(self.keys.stream(self.family, p) for p in parts)],
+                args=[sid, "1" if sid in forgotten else "0", len(fins), *fins, *drop])
+            if int(done):
+                swept |= parts
+            if sid in forgotten or not int(done):  # (0: forgotten by another worker)
+                await self.r.hdel(self.keys.sessions(room), sid)
+                gone.add(sid)
+        forgotten = gone
         return swept, forgotten
 
     def _partitions(self, room: str, session: str, fields: list[ProgressField],

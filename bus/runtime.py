@@ -163,7 +163,7 @@ class Worker:
         self._sweeper = RetentionSweeper(
             self.r, self.keys, stage=self.group, family=self.stage.input_family,
             per_lang=self.stage.per_lang, retention_s=self.settings.retention_s,
-            cluster=self.settings.redis_cluster)
+            scripts=self.scripts)
         if handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -248,17 +248,10 @@ class Worker:
                     by_room.setdefault(owned.part.room, []).append(owned)
                 groups = list(by_room.values())
                 workers = self.keys.workers(self.group)
-                if self.settings.redis_cluster:
-                    # one script call per room, each on the room's shard, concurrently
-                    replies = await asyncio.gather(
-                        self.r.zadd(workers, {self.worker_id: time.time()}),
-                        *(self.scripts.renew(keys=[o.lease_key for o in group],
-                                             args=[self.worker_id, ttl]) for group in groups))
-                else:
-                    replies = await self._pipelined(
-                        self.scripts.renew,
-                        [([o.lease_key for o in group], [self.worker_id, ttl]) for group in groups],
-                        lambda pipe, key=workers: pipe.zadd(key, {self.worker_id: time.time()}))
+                replies = await self._run_scripts(
+                    self.scripts.renew,
+                    [([o.lease_key for o in group], [self.worker_id, ttl]) for group in groups],
+                    lambda c, key=workers: c.zadd(key, {self.worker_id: time.time()}))
                 for group, ok in zip(groups, replies[1:], strict=True):
                     for owned, kept in zip(group, ok, strict=True):
                         if not int(kept):
@@ -901,19 +894,27 @@ class Worker:
         self._capacity.set()
 
     async def _send_commit(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        return await self._run_scripts(self.scripts.commit, calls)
+
+    async def _run_scripts(self, script: Any, calls: list[tuple[list[str], list[Any]]],
+                           first: Any = None) -> list[Any]:
+        """Run ``script`` once per (keys, args) of ``calls`` (each call's keys in one room),
+        in one round trip, after ``first(client)``'s command when given; the replies in that
+        order. On a cluster each call goes to its room's shard, all concurrently."""
         if self.settings.redis_cluster:
-            # one script call per room, each routed to the room's shard, concurrently
-            return list(await asyncio.gather(
-                *(self.scripts.commit(keys=keys, args=args) for keys, args in calls)))
-        return await self._pipelined(self.scripts.commit, calls)
+            aws = [script(keys=keys, args=args) for keys, args in calls]
+            if first is not None:
+                aws.insert(0, first(self.r))
+            return list(await asyncio.gather(*aws))
+        return await self._pipelined(script, calls, first)
 
     async def _pipelined(self, script: Any, calls: list[tuple[list[str], list[Any]]],
                          first: Any = None) -> list[Any]:
-        """Run ``script`` once per (keys, args) in one pipeline (after ``first(pipe)``'s
-        commands), by EVALSHA: redis-py's pipelined scripts would ask SCRIPT EXISTS first on
-        every execute, a second round trip. A Redis that lost its scripts (restarted, SCRIPT
-        FLUSH) answers NOSCRIPT: they are loaded and the pipeline sent again, which is safe
-        because nothing of it ran (the scripts are idempotent besides)."""
+        """One pipeline: ``first(pipe)``'s command, then ``script`` once per (keys, args), by
+        EVALSHA: redis-py's pipelined scripts would ask SCRIPT EXISTS first on every execute,
+        a second round trip. A Redis that lost its scripts (restarted, SCRIPT FLUSH) answers
+        NOSCRIPT: they are loaded and the pipeline sent again, which is safe because none of
+        them ran (and the scripts are idempotent besides)."""
         for attempt in (0, 1):
             pipe = self.r.pipeline(transaction=False)
             if first is not None:

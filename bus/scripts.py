@@ -20,10 +20,11 @@ class Scripts:
         self.expire_session = client.register_script(_source("expire_session.lua"))
         self.claim = client.register_script(_source("claim.lua"))
         self.fetch = client.register_script(_source("fetch.lua"))
+        self.sweep_session = client.register_script(_source("sweep_session.lua"))
         self._client = client
 
     async def load(self) -> None:
         """Load every script into Redis (after a restart or SCRIPT FLUSH dropped them)."""
         for script in (self.commit, self.renew, self.release, self.expire_session, self.claim,
-                       self.fetch):
+                       self.fetch, self.sweep_session):
             script.sha = await self._client.script_load(script.script)

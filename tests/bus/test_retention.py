@@ -9,7 +9,7 @@ from bus_helpers import outputs, produce, register, wait_for
 
 from bus.keys import Partition
 from bus.registry import Registry
-from bus.retention import ProgressField
+from bus.retention import ProgressField, RetentionSweeper, ended_at
 from bus.settings import BusSettings
 from bus.testing import RelayStage, run_worker
 
@@ -68,6 +68,42 @@ async def test_an_ended_session_is_swept_one_window_after_its_end(
         assert [s.session for s in await reg.sessions(live.room)] == ["live"]
     # a stream no stage reads (the last relay's output here) is only trimmed as written
     assert len(await outputs(client, keys, old, "relayed2")) == 4
+
+
+async def test_a_sweep_that_read_the_registry_before_another_forgot_the_session_writes_nothing(
+        settings: BusSettings, client: Any) -> None:
+    """Two stages sweep the same room; one forgets an expired session while the other still
+    holds a registry read from before: the late one must not mark its stream finished again
+    (that field would belong to no session any more, and stay for ever)."""
+    keys = settings.keys
+    part = Partition("roomf", "gone")
+    await register(client, keys, [part], settings.redis_cluster)
+    reg = Registry(client, keys, cluster=settings.redis_cluster)
+    await produce(client, keys, part, range(2))
+    await client.hset(keys.progress(part.room), mapping={
+        "wm|relay|audio:gone": "1-0", "wm|relay2|relayed:gone": "1-0"})
+    await client.xadd(keys.stream("relayed", part), {"x": "1"})
+    await reg.end_session(part.room, part.session, "stopped")
+
+    def sweeper(stage: str, family: str) -> RetentionSweeper:
+        return RetentionSweeper(client, keys, stage=stage, family=family, per_lang=False,
+                                retention_s=KEEP_S)
+
+    stale = await reg.sessions(part.room)  # the late sweeper's read
+    (info,) = stale
+    end = ended_at(info)
+    swept, forgotten = await sweeper("relay", "audio").sweep(
+        part.room, stale, [], set(), now=end + 3 * KEEP_S)
+    assert swept == {part} and forgotten == {"gone"}
+    assert await _fields(client, settings, part.room, "gone") == []
+    assert not await client.exists(keys.stream("audio", part))
+    # the late one: one window after the end, from its stale read (it would not forget yet)
+    swept, forgotten = await sweeper("relay2", "relayed").sweep(
+        part.room, stale, [], set(), now=end + 1.5 * KEEP_S)
+    assert swept == set() and forgotten == {"gone"}
+    assert await _fields(client, settings, part.room, "gone") == []
+    assert not await client.hexists(keys.sessions(part.room), "gone")
+    assert await client.exists(keys.stream("relayed", part))  # (its sweep did not run)
 
 
 def test_progress_fields_are_parsed_by_position_not_by_pattern() -> None:

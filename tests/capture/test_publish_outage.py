@@ -29,8 +29,11 @@ from capture_agent.sources import FileSource
 from ops.redis_servers import RedisServer
 
 DEV_CLIP = "ljspeech_LJ001-0001"  # 9.7 s of read speech
+# the fake clock runs the capture as fast as the CPU goes: it is paced in half seconds, as a
+# live source would be (3 s at once would overflow a 1 s buffer before the outage)
+BEFORE = [0.5, 1.0, 1.5, 2.0, 2.5]
 OUTAGE = (3.0, 7.0)  # seconds of audio captured while Redis is down
-AFTER = [7.5, 8.0, 8.5, 9.0, 9.5]  # then paced in half seconds, as a live source would be
+AFTER = [7.5, 8.0, 8.5, 9.0, 9.5]
 TIMING = PublisherTiming(heartbeat_s=0.2, backoff_min_s=0.05, backoff_max_s=0.2, op_timeout_s=2)
 
 
@@ -97,7 +100,7 @@ async def run_with_outage(
 ) -> OutageRun:
     """Capture `path` live with Redis stopped while OUTAGE is captured."""
     settings = BusSettings(redis_url=server.url, key_prefix="tout", metrics_port=0)
-    clock = GateClock([*OUTAGE, *AFTER])
+    clock = GateClock([*BEFORE, *OUTAGE, *AFTER])
     processor = CaptureProcessor()
     agent = CaptureAgent(
         settings,
@@ -108,8 +111,11 @@ async def run_with_outage(
     run = asyncio.create_task(agent.run())
     stats = agent.stats
 
-    await clock.wait_paused()  # at 3 s: everything so far is written
-    await until(lambda: stats.published == processor.stats.chunks_sent)
+    for _ in [*BEFORE, OUTAGE[0]]:  # at 3 s: everything so far is written
+        await clock.wait_paused()
+        await until(lambda: stats.published == processor.stats.chunks_sent)
+        if clock.monotonic() < OUTAGE[0]:
+            clock.resume()
     first_in_outage = processor.chunker.next_seq
     server.stop(kill=lose_data)  # SIGTERM flushes the append-only file
     clock.resume()
