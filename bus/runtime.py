@@ -246,7 +246,9 @@ class Worker:
                 by_room: dict[str, list[_Owned]] = {}
                 for owned in self.owned.values():
                     by_room.setdefault(owned.part.room, []).append(owned)
-                groups = list(by_room.values())
+                # one script call per room on a cluster, one for all on a plain Redis
+                groups = list(by_room.values()) if self.settings.redis_cluster else [
+                    list(self.owned.values())] if self.owned else []
                 workers = self.keys.workers(self.group)
                 replies = await self._run_scripts(
                     self.scripts.renew,
@@ -871,22 +873,26 @@ class Worker:
         by_room: dict[str, list[_CommitItem]] = {}
         for item in batch:
             by_room.setdefault(item.owned.part.room, []).append(item)
+        # one script call per room on a cluster (a room's keys share its slot), one for the
+        # whole batch on a plain Redis (grouped by room: each stream's items keep their order)
+        groups = list(by_room.values()) if self.settings.redis_cluster else [
+            [item for items in by_room.values() for item in items]]
         t0 = time.perf_counter()
-        calls = [self._commit_call(room, items) for room, items in by_room.items()]
+        calls = [self._commit_call(items) for items in groups]
         self._commits_sent += 1
         try:
             results = await self._send_commit(calls)
         finally:
             self._commits_back += 1
         seconds = time.perf_counter() - t0
-        for (_room, items), result in zip(by_room.items(), results, strict=True):
+        for items, result in zip(groups, results, strict=True):
             written, dups, acked = int(result[0]), int(result[1]), int(result[2])
             fenced = {_s(tag) for tag in result[3:]}
             for mw in self.middleware:
                 mw.after_commit(self.group, written, dups, acked, seconds)
             for item in items:
                 item.owned.inflight -= 1
-                ok = item.owned.part.suffix not in fenced
+                ok = item.owned.lease_key not in fenced
                 if not ok:
                     self._lose(item.owned)
                 if item.done is not None and not item.done.done():
@@ -929,7 +935,8 @@ class Worker:
                 await self.scripts.load()
         raise AssertionError("unreachable")
 
-    def _commit_call(self, room: str, items: list[_CommitItem]) -> tuple[list[str], list[Any]]:
+    def _commit_call(self, items: list[_CommitItem]) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of one commit.lua call for ``items`` (grouped by room)."""
         keys: list[str] = []
         index: dict[str, int] = {}
 
@@ -939,6 +946,7 @@ class Worker:
                 index[name] = len(keys)
             return index[name]
 
+        room = items[0].owned.part.room
         progress = k(self.keys.progress(room))
         trim_mode, trim_value = "none", "0"
         if self.settings.retention_s > 0:
@@ -953,7 +961,10 @@ class Worker:
         for item in items:
             owned = item.owned
             if owned is not current:
-                ops.append(["L", k(owned.lease_key), owned.part.suffix])
+                if owned.part.room != room:
+                    room = owned.part.room
+                    ops.append(["P", k(self.keys.progress(room))])
+                ops.append(["L", k(owned.lease_key), owned.lease_key])
                 current = owned
             if item.entry_id is not None:
                 ops.append(["A", k(owned.key), item.entry_id, owned.wm_field])

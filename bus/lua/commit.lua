@@ -1,10 +1,13 @@
--- Atomic hand-off of a batch of one room: fence on the lease, write outputs,
--- advance the input watermark, acknowledge the inputs.  All KEYS share the
--- room's hash slot, so this runs unchanged on a Redis Cluster.
+-- Atomic hand-off of a batch: fence on the lease, write outputs, advance the
+-- input watermark, acknowledge the inputs.  On a Redis Cluster a batch is one
+-- room's: all KEYS share the room's hash slot.  On a plain Redis one batch may
+-- span rooms ("P" switches the progress hash).
 --
 -- ARGV[1] group, ARGV[2] lease token, ARGV[3] trim mode (minid|maxlen|none),
--- ARGV[4] trim value, ARGV[5] index in KEYS of the room's progress hash,
+-- ARGV[4] trim value, ARGV[5] index in KEYS of the (first) room's progress hash,
 -- ARGV[6] the ops, msgpack-encoded (one argument instead of thousands), each an array:
+--   {"P", progress_idx}          the ops that follow are of the room whose progress
+--                                hash is KEYS[progress_idx]
 --   {"L", lease_idx, tag}        start a partition's ops: they apply only if the
 --                                lease in KEYS[lease_idx] holds our token (read once)
 --   {"A", in_idx, entry_id, wm_field}
@@ -20,7 +23,6 @@
 
 local group, token = ARGV[1], ARGV[2]
 local trim_mode, trim_value = ARGV[3], ARGV[4]
-local progress = KEYS[tonumber(ARGV[5])]
 
 local function parse_id(id)
   local ms, sq = string.match(id, "^(%d+)-(%d+)$")
@@ -44,9 +46,23 @@ end
 local written, dups, acked = 0, 0, 0
 local fenced = {}
 local owner_ok, skip = false, false
--- progress values and acknowledgements are gathered here and written once at the end
-local lease_ok, progress_cache, progress_dirty, acks = {}, {}, {}, {}
+-- progress values (per progress hash) and acknowledgements are gathered here and written
+-- once at the end
+local lease_ok, caches, dirty, acks = {}, {}, {}, {}
 local bell_of, rung = {}, {}
+local progress, progress_cache, progress_dirty
+
+local function use_progress(key)
+  progress = key
+  progress_cache = caches[key]
+  if progress_cache == nil then
+    progress_cache, progress_dirty = {}, {}
+    caches[key], dirty[key] = progress_cache, progress_dirty
+  else
+    progress_dirty = dirty[key]
+  end
+end
+use_progress(KEYS[tonumber(ARGV[5])])
 
 local function progress_get(field)
   local v = progress_cache[field]
@@ -65,7 +81,9 @@ end
 local ops = cmsgpack.unpack(ARGV[6])
 for _, op in ipairs(ops) do
   local kind = op[1]
-  if kind == "L" then
+  if kind == "P" then
+    use_progress(KEYS[op[2]])
+  elseif kind == "L" then
     local ok = lease_ok[op[2]]
     if ok == nil then
       ok = redis.call("GET", KEYS[op[2]]) == token
@@ -127,12 +145,14 @@ for idx, ids in pairs(acks) do
     acked = acked + redis.call("XACK", KEYS[idx], group, unpack(ids, i, math.min(i + 999, #ids)))
   end
 end
-local hset = {}
-for field, _ in pairs(progress_dirty) do
-  table.insert(hset, field)
-  table.insert(hset, progress_cache[field])
+for key, fields in pairs(dirty) do
+  local values, hset = caches[key], {}
+  for field, _ in pairs(fields) do
+    table.insert(hset, field)
+    table.insert(hset, values[field])
+  end
+  if #hset > 0 then redis.call("HSET", key, unpack(hset)) end
 end
-if #hset > 0 then redis.call("HSET", progress, unpack(hset)) end
 
 -- ring: one entry per bell, listing the streams that got entries (kept short: a wake-up,
 -- not a record)

@@ -9,16 +9,27 @@
 -- seen).  Missing: ">".
 -- Returns {stream, entries} per stream with data and {stream, "LOST"} per
 -- stream whose lease is gone.
-local out = {}
+-- The streams whose lease holds are read by one XREADGROUP (per 1000 streams).
+local out, streams, starts = {}, {}, {}
 for i = 1, #KEYS, 2 do
   local lease, stream = KEYS[i], KEYS[i + 1]
   if redis.call("GET", lease) ~= ARGV[2] then
     table.insert(out, {stream, "LOST"})
   else
-    local start = ARGV[3 + (i + 1) / 2] or ">"
-    local r = redis.call("XREADGROUP", "GROUP", ARGV[1], ARGV[2], "COUNT", ARGV[3],
-                         "STREAMS", stream, start)
-    if r and r[1] and #r[1][2] > 0 then table.insert(out, {stream, r[1][2]}) end
+    table.insert(streams, stream)
+    table.insert(starts, ARGV[3 + (i + 1) / 2] or ">")
+  end
+end
+for first = 1, #streams, 1000 do
+  local last = math.min(first + 999, #streams)
+  local cmd = {"XREADGROUP", "GROUP", ARGV[1], ARGV[2], "COUNT", ARGV[3], "STREAMS"}
+  for j = first, last do table.insert(cmd, streams[j]) end
+  for j = first, last do table.insert(cmd, starts[j]) end
+  local r = redis.call(unpack(cmd))
+  if r then
+    for _, s in ipairs(r) do
+      if #s[2] > 0 then table.insert(out, {s[1], s[2]}) end
+    end
   end
 end
 return out
