@@ -457,10 +457,13 @@ class Worker:
                     if owned.closing or owned.finished:
                         break
                     owned.wake.clear()
-                    try:
-                        await asyncio.wait_for(owned.wake.wait(), timeout=tick)
-                    except TimeoutError:
-                        await self._tick(owned)
+                    if tick is None:
+                        await owned.wake.wait()  # (no wait_for: this runs per event)
+                    else:
+                        try:
+                            await asyncio.wait_for(owned.wake.wait(), timeout=tick)
+                        except TimeoutError:
+                            await self._tick(owned)
                     turn_ends = time.perf_counter() + _TURN_S
                     continue
                 entry = owned.queue.popleft()
