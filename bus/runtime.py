@@ -55,6 +55,7 @@ log = get_logger("s2st.runtime")
 _WORKER_TTL_FACTOR = 3  # a worker stays in the worker set this many lease TTLs after a heartbeat
 _KEPT_OF_OVERSIZED = 1024  # bytes of each field an oversized entry's dead letter keeps
 _TURN_S = 0.002  # a stream's task hands the loop on after handling entries this long
+_ITEMS_PER_CALL = 250  # commit items per script call on a plain Redis (about 15 ms of Redis)
 
 
 @dataclass
@@ -876,10 +877,16 @@ class Worker:
         by_room: dict[str, list[_CommitItem]] = {}
         for item in batch:
             by_room.setdefault(item.owned.part.room, []).append(item)
-        # one script call per room on a cluster (a room's keys share its slot), one for the
-        # whole batch on a plain Redis (grouped by room: each stream's items keep their order)
-        groups = list(by_room.values()) if self.settings.redis_cluster else [
-            [item for items in by_room.values() for item in items]]
+        # One script call per room on a cluster (a room's keys share its slot; the rooms'
+        # calls run concurrently, so a room's items must not be split over two). On a plain
+        # Redis the whole batch, grouped by room (each stream's items keep their order), in
+        # calls of at most _ITEMS_PER_CALL items (a script holds Redis for every client while
+        # it runs), one after the other in one pipeline.
+        if self.settings.redis_cluster:
+            groups = list(by_room.values())
+        else:
+            flat = [item for items in by_room.values() for item in items]
+            groups = [flat[i:i + _ITEMS_PER_CALL] for i in range(0, len(flat), _ITEMS_PER_CALL)]
         t0 = time.perf_counter()
         calls = [self._commit_call(items) for items in groups]
         self._commits_sent += 1
