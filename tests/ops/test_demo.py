@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import signal
 import unicodedata
+from difflib import SequenceMatcher
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,12 @@ def test_demo_turns_english_into_spanish_speech(tmp_path: Path, prefix: str,
                                        beam_size=1, condition_on_previous_text=False)
     heard = words(" ".join(s.text for s in segments))
     said = words(" ".join(spanish))
-    assert len(heard & said) >= max(3, len(said) // 2), (sorted(heard), sorted(said))
+    # Whisper base hears espeak's Spanish with slips ("bienvenimos" for "bienvenido"): a word
+    # said counts as heard when a word heard is spelled nearly the same (a run here hears 13
+    # of 16). The demo's output goes with a failure: its piece counts say whether the player
+    # skipped pieces.
+    found = {w for w in said if any(SequenceMatcher(None, w, h).ratio() >= 0.8 for h in heard)}
+    assert len(found) >= max(3, len(said) // 2), (sorted(heard), sorted(said), text)
 
     # `s2st replay` of the demo's session, through a stack started for it, gives the same
     # captions (the replay compares them itself and says "different" otherwise)
