@@ -244,12 +244,15 @@ class Worker:
             try:
                 # one round trip for all rooms: under load each round trip waits for the loop
                 # behind every busy stream, and a renewal must not take a lease TTL
-                by_room: dict[str, list[_Owned]] = {}
-                for owned in self.owned.values():
-                    by_room.setdefault(owned.part.room, []).append(owned)
                 # one script call per room on a cluster, one for all on a plain Redis
-                groups = list(by_room.values()) if self.settings.redis_cluster else [
-                    list(self.owned.values())] if self.owned else []
+                groups: list[list[_Owned]] = []
+                if self.settings.redis_cluster:
+                    by_room: dict[str, list[_Owned]] = {}
+                    for owned in self.owned.values():
+                        by_room.setdefault(owned.part.room, []).append(owned)
+                    groups = list(by_room.values())
+                elif self.owned:
+                    groups = [list(self.owned.values())]
                 workers = self.keys.workers(self.group)
                 replies = await self._run_scripts(
                     self.scripts.renew,
@@ -914,9 +917,10 @@ class Worker:
 
     async def _run_scripts(self, script: Any, calls: list[tuple[list[str], list[Any]]],
                            first: Any = None) -> list[Any]:
-        """Run ``script`` once per (keys, args) of ``calls`` (each call's keys in one room),
-        in one round trip, after ``first(client)``'s command when given; the replies in that
-        order. On a cluster each call goes to its room's shard, all concurrently."""
+        """Run ``script`` once per (keys, args) of ``calls``, in one round trip, after
+        ``first(client)``'s command when given; the replies in that order. On a cluster each
+        call (its keys all in one room) goes to its room's shard, all concurrently; on a plain
+        Redis they run one after the other."""
         if self.settings.redis_cluster:
             aws = [script(keys=keys, args=args) for keys, args in calls]
             if first is not None:
