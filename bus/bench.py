@@ -137,11 +137,11 @@ class _Chunks:
 _CHUNK_SAMPLES = 160  # make_chunk's default
 
 
-def _ring(pipe: Any, keys: set[str]) -> None:
+def _ring(pipe: Any, layout: Keys, keys: set[str]) -> None:
     """Ring the bells of the streams ``keys`` (as a capture agent's publisher does)."""
     by_bell: dict[str, list[str]] = {}
     for key in keys:
-        by_bell.setdefault(Keys.bell_of(key) or key, []).append(key)
+        by_bell.setdefault(layout.bell_of(key) or key, []).append(key)
     for bell, names in by_bell.items():
         pipe.xadd(bell, {"keys": " ".join(sorted(names))}, maxlen=BELL_MAXLEN, approximate=True)
 
@@ -156,7 +156,7 @@ async def _produce(r: Any, s: BusSettings, parts: list[Partition], per: int) -> 
         for k in range(seq, min(per, seq + step)):
             for p, key in zip(parts, keys, strict=True):
                 pipe.xadd(key, chunks.fields(p, k))
-        _ring(pipe, set(keys))
+        _ring(pipe, s.keys, set(keys))
         await pipe.execute()
 
 
@@ -310,7 +310,7 @@ async def _one(settings: BusSettings, n_sessions: int, events: int, rate: float,
                     written.add(key)
                     i += 1
                 if k:
-                    _ring(pipe, written)
+                    _ring(pipe, s.keys, written)
                     await pipe.execute()
                 sent += k
                 next_t += tick

@@ -40,7 +40,9 @@ def make_client(settings: BusSettings) -> AnyRedis:
     }
     if settings.redis_cluster:
         return RedisCluster.from_url(settings.redis_url, **common)
-    return aioredis.Redis.from_url(settings.redis_url, socket_keepalive=True, **common)
+    if not settings.redis_url.startswith("unix://"):  # (keepalive is a TCP option)
+        common["socket_keepalive"] = True
+    return aioredis.Redis.from_url(settings.redis_url, **common)
 
 
 async def connect(settings: BusSettings) -> AnyRedis:

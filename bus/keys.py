@@ -4,8 +4,8 @@ Every key of a room carries the room id as a Redis Cluster hash tag
 (``s2st:{room}:...``), so all of a room's streams, leases and progress records
 live in one hash slot: a stage can write its outputs and acknowledge its input
 in one atomic script even on a cluster, and rooms spread over the shards.
-Only the few global keys (room set, announcements, worker registry) sit
-outside a room's slot.  docs/architecture.md lists every key with its writer,
+Only the few global keys (room set, announcements, worker registry and, on a
+plain Redis, the bells) sit outside a room's slot.  docs/architecture.md lists every key with its writer,
 readers and retention.
 """
 
@@ -38,7 +38,10 @@ class Partition:
         return f"{self.room}/{self.suffix}"
 
 
-BELL_MAXLEN = 100  # a bell is a wake-up, not a record (bus/lua/*.lua keep the same)
+# A bell is a wake-up, not a record: it keeps about this many entries (bus/lua/*.lua keep the
+# same). A reader that finds this many new ones may have missed some (trimmed before it came
+# back): it then looks at every stream of that bell.
+BELL_MAXLEN = 1000
 
 # names under a room that are not stream families
 _RESERVED = frozenset({"bell", "lease"})
@@ -52,12 +55,17 @@ def _family(family: str) -> str:
 
 
 class Keys:
-    """Builds every key name from a prefix (default ``s2st``)."""
+    """Builds every key name from a prefix (default ``s2st``).
 
-    def __init__(self, prefix: str = "s2st") -> None:
+    ``cluster``: the layout of a Redis Cluster, where the bells are per room (in the room's
+    slot, rung atomically with the room's writes); on a plain Redis there is one bell per
+    stream family for all rooms (see :meth:`bell`)."""
+
+    def __init__(self, prefix: str = "s2st", *, cluster: bool = False) -> None:
         if not prefix or any(c in prefix for c in "{}: \t\n"):
             raise ValueError(f"invalid key prefix {prefix!r}")
         self.prefix = prefix
+        self.cluster = cluster
 
     # -- global keys -------------------------------------------------------
     @property
@@ -105,20 +113,31 @@ class Keys:
         return f"{self.room(room)}:{_family(family)}:{check_lang(lang)}"
 
     def bell(self, room: str, family: str) -> str:
-        """The wake-up stream of a room's streams of one family, e.g. ``s2st:{r1}:bell:audio``:
-        whoever adds entries to those streams adds one entry here listing the stream keys
-        (``keys``, space-separated); workers block on the bells instead of on every stream."""
-        return f"{self.room(room)}:bell:{_family(family)}"
+        """The wake-up stream of the streams of one family: whoever adds entries to those
+        streams adds one entry here listing the stream keys (``keys``, space-separated), and
+        workers block on the bells instead of on every stream.
 
-    @staticmethod
-    def bell_of(stream_key: str) -> str | None:
-        """The bell of a room stream (``s2st:{r1}:audio:s1`` -> ``s2st:{r1}:bell:audio``);
-        None for a key that is not a room stream of a family."""
+        On a plain Redis one bell serves every room (``s2st:bell:audio``): a worker blocks on
+        one key per family, and a commit spanning rooms rings it once. (Redis before 7.2
+        answers a blocked XREAD over several keys with the first key written only, so with
+        one bell per room a commit touching ten rooms would wake its readers ten times.) On a
+        cluster each room has its own (``s2st:{r1}:bell:audio``), in the room's slot."""
+        if self.cluster:
+            return f"{self.room(room)}:bell:{_family(family)}"
+        check_id(room, "room id")
+        return f"{self.prefix}:bell:{_family(family)}"
+
+    def bell_of(self, stream_key: str) -> str | None:
+        """The bell of a room stream (``s2st:{r1}:audio:s1`` -> ``s2st:bell:audio``, or
+        ``s2st:{r1}:bell:audio`` on a cluster); None for a key that is not a room stream of a
+        family."""
         head, sep, rest = stream_key.partition("}:")
         family, sep2, _ = rest.partition(":")
-        if not sep or not sep2 or family in _RESERVED:
+        if not sep or not sep2 or family in _RESERVED or not head.startswith(self.prefix + ":{"):
             return None
-        return f"{head}}}:bell:{family}"
+        if self.cluster:
+            return f"{head}}}:bell:{family}"
+        return f"{self.prefix}:bell:{family}"
 
     def lease(self, stage: str, family: str, part: Partition) -> str:
         return f"{self.room(part.room)}:lease:{check_name(stage, 'stage')}:{family}:{part.suffix}"

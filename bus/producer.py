@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from bus.events import Record
-from bus.keys import BELL_MAXLEN, Keys
+from bus.keys import BELL_MAXLEN
 from bus.settings import BusSettings
 
 
@@ -42,7 +42,7 @@ class Publisher:
             if hasattr(event, "emitted"):
                 event.emitted = now  # type: ignore[attr-defined]
             pipe.xadd(key, event.to_fields(), **trim)
-        bell = Keys.bell_of(key)
+        bell = self.settings.keys.bell_of(key)
         if bell is not None and events:
             pipe.xadd(bell, {"keys": key}, maxlen=BELL_MAXLEN, approximate=True)
         ids = (await pipe.execute())[:len(events)]

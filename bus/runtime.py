@@ -82,7 +82,8 @@ class _CommitItem:
 class _Owned:
     """A stream this worker holds the lease of."""
 
-    def __init__(self, part: Partition, key: str, lease_key: str, ctx: PartitionContext) -> None:
+    def __init__(self, part: Partition, key: str, lease_key: str, ctx: PartitionContext,
+                 bell: str) -> None:
         self.part = part
         self.key = key
         self.lease_key = lease_key
@@ -100,7 +101,7 @@ class _Owned:
         self.wm_field = ""  # this stream's watermark field in the room's progress hash
         self.dedup_fields: dict[str, str] = {}  # output key -> its dedup field
         self.maybe_more = True  # the stream may hold entries this worker has not read yet
-        self.bell = Keys.bell_of(key) or key  # rung by whoever writes to the stream
+        self.bell = bell  # rung by whoever writes to the stream
         self.bells: dict[str, str | None] = {}  # output key -> its bell
         self.last_read = "0-0"  # the last entry queued (read or recovered) by this ownership
         self.reread = False  # a read's reply was lost: read our own pending ones again
@@ -419,7 +420,7 @@ class Worker:
             partition=part, keys=self.keys, client=self.r, session=info,
             targets=self._targets.get(part.room, []),
         )
-        owned = _Owned(part, key, lease_key, ctx)
+        owned = _Owned(part, key, lease_key, ctx, self.keys.bell_of(key) or key)
         owned.wm_field = self._wm_field(part)
         ctx._publish = lambda emits: self._publish_now(owned, emits)
         owned.slot = part.room if self.settings.redis_cluster else "*"
@@ -793,7 +794,14 @@ class Worker:
             reply = await self.r.xread(dict(bells), count=BELL_MAXLEN,
                                        block=max(1, int(wait_s * 1000)))
         for raw_bell, entries in reply or []:
-            bells[_s(raw_bell)] = _s(entries[-1][0])
+            bell = _s(raw_bell)
+            bells[bell] = _s(entries[-1][0])
+            if len(entries) >= BELL_MAXLEN:
+                # the bell keeps about BELL_MAXLEN entries: some after the last one we saw may
+                # have been trimmed before we came back. Look at all of its streams.
+                for o in readable:
+                    if o.bell == bell:
+                        o.maybe_more = True
             for _entry_id, fields in entries:
                 for raw_key in (fields.get(b"keys") or b"").split():
                     owned = self._by_key.get(raw_key.decode(errors="replace"))
@@ -990,7 +998,7 @@ class Worker:
                     belled.add(out)
                     bell = owned.bells.get(emit.key, "")
                     if bell == "":
-                        bell = owned.bells[emit.key] = Keys.bell_of(emit.key)
+                        bell = owned.bells[emit.key] = self.keys.bell_of(emit.key)
                     if bell is not None:
                         ops.append(["B", out, k(bell)])
                 dedup = ""

@@ -93,7 +93,7 @@ class BusSettings(BaseSettings):
 
     @property
     def keys(self) -> Keys:
-        return Keys(self.key_prefix)
+        return Keys(self.key_prefix, cluster=self.redis_cluster)
 
 
 class SettingsError(SystemExit):

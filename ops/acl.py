@@ -2,8 +2,9 @@
 
 Roles and what each may do (docs/operations.md, "Redis users per role"):
 
-* ``capture-<room>``: add audio chunks to its room's audio streams (and ring their bell,
-  ``P:{room}:bell:audio``) and write its room's
+* ``capture-<room>``: add audio chunks to its room's audio streams (and ring their bell:
+  ``P:bell:audio`` on a plain Redis, shared by all rooms, ``P:{room}:bell:audio`` on a
+  cluster) and write its room's
   session registry (sessions, status, alive, meta), add the room to ``P:rooms``, announce.
   It may not read any stream (XRANGE, XREAD), except XREVRANGE on its own room's audio
   streams: after a Redis outage the publisher reads the last chunk it wrote so as not to
@@ -84,7 +85,7 @@ def capture_rule(keys: Keys, room: str) -> str:
     r = keys.room(check_id(room, "room id"))
     return (
         f"resetkeys resetchannels -@all {_CONNECT} +multi +exec +discard "
-        f"+xadd ~{r}:audio:* ~{r}:bell:audio ~{keys.announce} "
+        f"+xadd ~{r}:audio:* ~{r}:bell:audio ~{keys.prefix}:bell:audio ~{keys.announce} "
         f"(+hset +hsetnx +hget +hdel +hgetall ~{r}:sessions ~{r}:status ~{r}:alive ~{r}:meta) "
         f"(+sadd ~{keys.rooms}) "
         f"(+xrevrange %R~{r}:audio:*)"
@@ -107,14 +108,16 @@ def player_rule(keys: Keys) -> str:
 def worker_rule(keys: Keys, spec: WorkerSpec) -> str:
     r = f"{keys.prefix}:{{*}}"
     rw = [f"{r}:{spec.input}:*", f"{r}:{spec.output}:*", f"{r}:lease:{spec.stage}:*",
-          f"{r}:bell:{spec.input}", f"{r}:bell:{spec.output}",  # wait on one, ring the other
+          # wait on one bell, ring the other (per room on a cluster, one for all rooms else)
+          f"{r}:bell:{spec.input}", f"{r}:bell:{spec.output}",
+          f"{keys.prefix}:bell:{spec.input}", f"{keys.prefix}:bell:{spec.output}",
           f"{r}:progress", f"{r}:deadletter", f"{r}:status", f"{r}:alive",
           keys.workers(spec.stage), keys.announce]  # the janitor announces what it ended
     # (alive is only read, but expire_session.lua is given it as a key, and Redis wants
     # full access to every key a script is given)
     if spec.input != "audio":
         # the janitor appends the end marker of a silent session (and rings its bell)
-        rw += [f"{r}:audio:*", f"{r}:bell:audio"]
+        rw += [f"{r}:audio:*", f"{r}:bell:audio", f"{keys.prefix}:bell:audio"]
     ro = [f"{r}:sessions", f"{r}:targets", f"{r}:meta", keys.rooms]
     return (
         f"resetkeys resetchannels -@all {_CONNECT} {WORKER_COMMANDS} "

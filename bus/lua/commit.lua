@@ -164,7 +164,7 @@ for out_idx, _ in pairs(rung) do
   table.insert(list, KEYS[out_idx])
 end
 for bell, list in pairs(ringing) do
-  redis.call("XADD", KEYS[bell], "MAXLEN", "~", "100", "*", "keys", table.concat(list, " "))
+  redis.call("XADD", KEYS[bell], "MAXLEN", "~", "1000", "*", "keys", table.concat(list, " "))
 end
 
 local result = {written, dups, acked}

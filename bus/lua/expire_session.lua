@@ -9,5 +9,5 @@ redis.call("HSET", KEYS[1], ARGV[1], "ended")
 local cmd = {"XADD", KEYS[3], "*"}
 for j = 3, #ARGV do table.insert(cmd, ARGV[j]) end
 redis.call(unpack(cmd))
-redis.call("XADD", KEYS[4], "MAXLEN", "~", "100", "*", "keys", KEYS[3])
+redis.call("XADD", KEYS[4], "MAXLEN", "~", "1000", "*", "keys", KEYS[3])
 return 1

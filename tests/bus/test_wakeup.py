@@ -11,7 +11,7 @@ from typing import Any
 from bus_helpers import dead_letters, outputs, register, wait_for
 
 from bus.events import ControlEvent
-from bus.keys import Partition
+from bus.keys import BELL_MAXLEN, Partition
 from bus.producer import Publisher
 from bus.runtime import Worker
 from bus.settings import BusSettings
@@ -71,6 +71,43 @@ async def test_a_rung_bell_wakes_the_worker_and_a_silent_write_waits_for_the_pol
     out_bell = await client.xrange(settings.keys.bell("roomw", "relayed"))
     named = {k.decode() for _id, f in out_bell for k in f[b"keys"].split()}
     assert named == {settings.keys.stream("relayed", p) for p in (target, quiet)}
+
+
+_FLOOD = """
+redis.call("XADD", KEYS[1], "*", unpack(ARGV, 2))
+redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[1], "*", "keys", KEYS[1])
+for i = 1, 2 * tonumber(ARGV[1]) do
+  redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[1], "*", "keys", KEYS[3])
+end
+"""
+
+
+async def test_a_reader_that_finds_its_bell_overflowed_reads_every_stream_of_it(
+        settings: BusSettings, client: Any) -> None:
+    # An entry is added and its bell rung, then so many other rings (naming a stream nobody
+    # reads) that the bell is trimmed past the ring that named it before the worker's blocked
+    # read is answered (a script: all of it happens at once). The worker cannot know what it
+    # missed, so it reads every stream of that bell: the entry is handled at once, not at the
+    # next poll (a minute here).
+    settings = settings.model_copy(update={"poll_ms": 60_000})
+    parts = [Partition("roomf", f"s{i}") for i in range(3)]
+    await register(client, settings.keys, parts, settings.redis_cluster)
+    async with run_worker(RelayStage(), settings):
+        async def owned() -> bool:
+            return all([await client.exists(settings.keys.lease("relay", "audio", p))
+                        for p in parts])
+
+        await wait_for(owned)
+        await asyncio.sleep(0.5)  # the first reads are over: the worker waits on the bell
+        target = parts[1]
+        key = settings.keys.stream("audio", target)
+        bell = settings.keys.bell(target.room, "audio")
+        decoy = settings.keys.stream("audio", Partition("roomf", "nobody"))
+        fields = make_chunk(target.room, target.session, 0).to_flat()
+        await client.eval(_FLOOD, 3, key, bell, decoy, BELL_MAXLEN, *fields)
+        rung = await client.xrange(bell)
+        assert key.encode() not in {f[b"keys"] for _id, f in rung}  # trimmed: never seen
+        assert await _time_to_output(client, settings, target, 1) < 5
 
 
 class Hangs(RelayStage):
