@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import random
 import signal
@@ -158,6 +159,9 @@ class Worker:
         self._stop.set()
 
     async def run(self, *, handle_signals: bool = False) -> None:
+        """Run until stopped. ``handle_signals``: this worker is its process's main work (the
+        command line): SIGTERM and SIGINT stop it, and what the start made (imports, models)
+        is frozen out of the garbage collector (see :func:`_freeze_startup_objects`)."""
         if self.r is None:
             self.r = await connect(self.settings)
         self.scripts = Scripts(self.r)
@@ -179,6 +183,8 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await self.r.aclose()
             raise
+        if handle_signals:
+            _freeze_startup_objects()
         log.info("worker started", stage=self.group, worker=self.worker_id,
                  metrics_port=self.metrics_port)
         self._tasks = [
@@ -1077,6 +1083,16 @@ class Worker:
                         pending += int(g.get("pending") or 0)
             LAG.labels(self.group).set(lag)
             PENDING.labels(self.group).set(pending)
+
+
+def _freeze_startup_objects() -> None:
+    """Move every object alive now (modules, a stage's model) to the collector's permanent
+    generation. Python's full collections walk every tracked object: 12 ms for a relay
+    worker's 60,000, 35 ms with faster-whisper and torch loaded, each a stall of every stream
+    the worker owns (a hop's p99 is a few milliseconds). Objects made later are collected as
+    before; what startup left as garbage is collected first."""
+    gc.collect()
+    gc.freeze()
 
 
 def _before(entry_id: str) -> str:
