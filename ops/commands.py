@@ -50,7 +50,8 @@ def register(commands: Any, bench: Any) -> None:
     b.add_argument("--events", type=int, default=20000, help="events per N for the throughput run")
     b.add_argument("--rate", type=float, default=2000.0,
                    help="offered events/s for the latency run (0 = skip it)")
-    b.add_argument("--duration", type=float, default=5.0, help="seconds of the latency run")
+    b.add_argument("--duration", type=float, default=5.0,
+                   help="seconds of the latency run (after one second of warm-up)")
     b.add_argument("--workers", type=int, default=1, help="relay worker processes per stage")
     b.add_argument("--json", help="write the results here")
     add_bus_options(b)
