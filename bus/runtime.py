@@ -489,8 +489,12 @@ class Worker:
                     await asyncio.sleep(0)
                     turn_ends = time.perf_counter() + _TURN_S
             # wait until what we produced is written before giving the lease back
-            while owned.inflight > 0 and owned.closing != "lost":
+            while owned.inflight > len(owned.queue) and owned.closing != "lost":
                 await asyncio.sleep(0.005)
+            # (nothing is queued once the task has left its loop; if something were, it would
+            # stay pending for the next owner rather than hold the stream for ever)
+            owned.inflight -= len(owned.queue)
+            owned.queue.clear()
         except asyncio.CancelledError:
             raise
         except (RedisError, OSError) as exc:
@@ -832,6 +836,13 @@ class Worker:
                 self._lose(owned)
                 continue
             if not entries:
+                continue
+            if owned.closing or owned.task is None or owned.task.done():
+                # Being given up (shed, stopping): its task may already have stopped taking
+                # entries and only wait for its commits, and these would be queued behind it
+                # for ever, with the lease held. They stay pending, after everything handled:
+                # the next owner claims them (and this worker, should it take the stream
+                # again, reads its own pending ones first).
                 continue
             owned.queue.extend(_Entry(_s(entry_id), flat or None) for entry_id, flat in entries)
             owned.inflight += len(entries)

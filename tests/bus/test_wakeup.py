@@ -264,3 +264,60 @@ async def test_entries_of_a_read_whose_reply_was_lost_are_handled_in_order(
         await asyncio.wait_for(task, timeout=30)
     assert worker.lost >= 5, worker.lost
     await _each_out_once_in_order(client, settings, parts, n)
+
+
+class HoldsReplies(Worker):
+    """Holds the replies of its fenced reads and of its commits for a while, as a slow link
+    would: a read can come back after its stream began to be given up."""
+
+    hold_reads = 0.0
+    hold_commits = 0.0
+
+    async def _read_fenced(self, keys: list[str], count: int, starts: list[str]) -> list[Any]:
+        reply = await super()._read_fenced(keys, count, starts)
+        await asyncio.sleep(self.hold_reads)
+        return reply
+
+    async def _send_commit(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        result = await super()._send_commit(calls)
+        await asyncio.sleep(self.hold_commits)
+        return result
+
+
+async def test_a_read_that_comes_back_while_its_stream_is_given_up_leaves_it_to_the_next(
+        settings: BusSettings, client: Any) -> None:
+    """A stream being shed waits for its commits before it lets the lease go. The entries of a
+    read that comes back meanwhile were queued behind a task that no longer took any: the
+    stream was held for ever, its lease renewed, its entries pending (found by the bench with
+    two workers per stage). They now stay pending for the next owner, in order."""
+    part = Partition("roomg", "s0")
+    await register(client, settings.keys, [part], settings.redis_cluster)
+    publisher = Publisher(client, settings)
+    key = settings.keys.stream("audio", part)
+    worker = HoldsReplies(RelayStage(), settings)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.started.wait(), timeout=10)
+        await wait_for(lambda: _owned_and_ready(worker, part))
+        worker.hold_reads, worker.hold_commits = 0.5, 1.0
+        await publisher.publish_many(key, [make_chunk("roomg", "s0", s) for s in range(5)])
+        # written (the commit's reply is held: the five are still in flight)
+        await wait_for(lambda: _relayed(client, settings, part, 5), interval=0.01)
+        await publisher.publish_many(key, [make_chunk("roomg", "s0", s) for s in range(5, 10)])
+        await asyncio.sleep(0.15)  # read by Redis, the reply held
+        owned = worker.owned[part]
+        owned.closing = "shed"  # as discovery gives up a stream (another worker's share)
+        owned.wake.set()
+        await asyncio.sleep(1.5)
+        worker.hold_reads = worker.hold_commits = 0.0
+        # released, taken again by this worker (alone here), its pending entries read first
+        await wait_for(lambda: _relayed(client, settings, part, 10), timeout=10)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=30)
+    await _each_out_once_in_order(client, settings, [part], 10)
+
+
+async def _owned_and_ready(worker: Worker, part: Partition) -> bool:
+    owned = worker.owned.get(part)
+    return owned is not None and owned.ready
