@@ -8,15 +8,24 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_bench_bus_writes_the_figures(tmp_path: Path, local_redis: str) -> None:
+@pytest.mark.parametrize("on", ["standalone", "cluster"])
+def test_bench_bus_writes_the_figures(tmp_path: Path, on: str,
+                                      request: pytest.FixtureRequest) -> None:
+    # (on a cluster the sessions' rooms are on several slots: nothing may read across them)
+    if on == "cluster":
+        url, flags = request.getfixturevalue("redis_cluster").url, ["--redis-cluster"]
+    else:
+        url, flags = request.getfixturevalue("local_redis"), []
     out = tmp_path / "bus.json"
     done = subprocess.run(
         [sys.executable, "-m", "ops.cli", "bench", "bus", "--sessions", "1,4", "--events", "400",
          "--rate", "200", "--duration", "1", "--json", str(out),
-         "--redis-url", local_redis, "--key-prefix", "tb" + uuid.uuid4().hex[:8]],
+         "--redis-url", url, *flags, "--key-prefix", "tb" + uuid.uuid4().hex[:8]],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
