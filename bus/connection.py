@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterDownError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.settings import BusSettings
 
+log = structlog.get_logger(__name__)
+
 AnyRedis = Any  # redis.asyncio.Redis or RedisCluster: same command surface for what we use
+
+
+# what a Redis not up yet answers: no connection, a timeout, LOADING (a ConnectionError in
+# redis-py), a cluster not reachable or not formed yet
+_NOT_YET = (RedisConnectionError, RedisTimeoutError, OSError, RedisClusterException,
+            ClusterDownError, TryAgainError)
 
 
 class RedisUnavailable(RuntimeError):
@@ -45,21 +63,48 @@ def make_client(settings: BusSettings) -> AnyRedis:
     return aioredis.Redis.from_url(settings.redis_url, **common)
 
 
-async def connect(settings: BusSettings) -> AnyRedis:
-    """Connect and PING; raises RedisUnavailable with the URL (password hidden) on failure."""
-    client = make_client(settings)
-    try:
-        await client.ping()
-    except AuthenticationError as exc:
-        await client.aclose()
-        raise RedisUnavailable(f"Redis at {redacted_url(settings.redis_url)} refused the login: {exc}") from None
-    except (RedisError, OSError) as exc:
+async def connect(settings: BusSettings, *, wait_s: float = 0.0) -> AnyRedis:
+    """Connect and PING; raises RedisUnavailable with the URL (password hidden) on failure.
+
+    ``wait_s``: a Redis that does not answer yet (not started, restarting, loading its AOF)
+    is asked again for up to this long before giving up: a worker started with or just
+    after its Redis comes up with it. A refused login or any other error fails at once."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.1
+    waiting = False
+    while True:
+        client = make_client(settings)
         try:
-            await client.aclose()
-        except Exception:
-            pass
-        raise RedisUnavailable(
-            f"cannot reach Redis at {redacted_url(settings.redis_url)}: {exc}. "
-            "Start one (redis-server) or set S2ST_REDIS_URL / --redis-url."
-        ) from None
-    return client
+            await client.ping()
+        except AuthenticationError as exc:
+            await _close(client)
+            raise RedisUnavailable(
+                f"Redis at {redacted_url(settings.redis_url)} refused the login: {exc}") from None
+        except _NOT_YET as exc:
+            await _close(client)
+            if time.monotonic() + delay > deadline:
+                waited = f" (waited {wait_s:g} s)" if waiting else ""
+                raise RedisUnavailable(
+                    f"cannot reach Redis at {redacted_url(settings.redis_url)}{waited}: {exc}. "
+                    "Start one (redis-server) or set S2ST_REDIS_URL / --redis-url."
+                ) from None
+            if not waiting:
+                waiting = True
+                log.warning("Redis does not answer yet; waiting for it",
+                            url=redacted_url(settings.redis_url), wait_s=wait_s, error=str(exc))
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+        except RedisError as exc:
+            await _close(client)
+            raise RedisUnavailable(
+                f"Redis at {redacted_url(settings.redis_url)} answered with an error: {exc}"
+            ) from None
+        else:
+            if waiting:
+                log.info("Redis answers", url=redacted_url(settings.redis_url))
+            return client
+
+
+async def _close(client: AnyRedis) -> None:
+    with contextlib.suppress(Exception):
+        await client.aclose()

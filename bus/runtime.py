@@ -163,7 +163,7 @@ class Worker:
         command line): SIGTERM and SIGINT stop it, and what the start made (imports, models)
         is frozen out of the garbage collector (see :func:`_freeze_startup_objects`)."""
         if self.r is None:
-            self.r = await connect(self.settings)
+            self.r = await connect(self.settings, wait_s=self.settings.redis_wait_s)
         self.scripts = Scripts(self.r)
         self.registry = Registry(self.r, self.keys, cluster=self.settings.redis_cluster)
         self._sweeper = RetentionSweeper(

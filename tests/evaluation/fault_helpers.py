@@ -147,6 +147,19 @@ class Fleet:
                 codes[name] = proc.wait(timeout=10)
         return codes
 
+    def explain(self, codes: dict[str, int | None]) -> str:
+        """Each process of ``codes`` that did not exit 0, with the end of its log."""
+        out = []
+        for name, code in codes.items():
+            if code == 0:
+                continue
+            tail = ""
+            if self.logs is not None and (self.logs / f"{name}.log").exists():
+                lines = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
+                tail = "\n".join(lines[-40:])
+            out.append(f"--- {name} exited {code} ---\n{tail}")
+        return "\n".join(out)
+
 
 def worker_env(url: str, prefix: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("S2ST_")}

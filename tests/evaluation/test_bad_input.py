@@ -169,4 +169,4 @@ def test_bad_input_is_dead_lettered_or_refused_and_the_good_session_is_served(
         for key in r.scan_iter(match=prefix + ":*", count=1000):
             r.delete(key)
     workers = {n: c for n, c in codes.items() if n in ("asr", "mt", "tts")}
-    assert workers == {"asr": 0, "mt": 0, "tts": 0}, codes
+    assert workers == {"asr": 0, "mt": 0, "tts": 0}, fleet.explain(codes)

@@ -1,0 +1,81 @@
+"""A worker started before its Redis answers (started with it, restarting, loading its AOF)
+waits for it; one whose Redis never comes stops with the one-line error; a refused login
+stops at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from bus.connection import RedisUnavailable, connect
+from bus.keys import Keys
+from bus.settings import BusSettings
+from ops.redis_servers import RedisServer, free_port
+
+
+def _worker(url: str, prefix: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "worker", "--input", "audio", "--output", "relayed"],
+        env={**os.environ, "S2ST_REDIS_URL": url, "S2ST_KEY_PREFIX": prefix,
+             "S2ST_WORKER_ID": "early", "S2ST_LOG_FORMAT": "json", **env},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_worker_started_before_its_redis_comes_up_with_it(tmp_path: Path) -> None:
+    port = free_port()
+    proc = _worker(f"redis://127.0.0.1:{port}/0", "tearly", S2ST_REDIS_WAIT_S="60")
+    server = RedisServer(tmp_path / "redis", port=port)
+    try:
+        time.sleep(3.0)  # (the worker is up and asking by now)
+        assert proc.poll() is None, proc.communicate()[0]
+        server.start()
+        r = redis.Redis.from_url(server.url)
+        began = time.monotonic()
+        while r.zscore(Keys("tearly").workers("relay"), "early") is None:
+            assert time.monotonic() - began < 30, "the worker never joined"
+            assert proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+        assert proc.returncode == 0, out
+        assert "waiting for it" in out and "Redis answers" in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.stop(kill=True)
+
+
+def test_a_worker_whose_redis_never_comes_stops_with_one_line() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    began = time.monotonic()
+    proc = _worker(url, "tnever", S2ST_REDIS_WAIT_S="2")
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 3, out
+    assert time.monotonic() - began >= 2.0
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"s2st: cannot reach Redis at {url} (waited 2 s)"), out
+    assert "Traceback" not in out
+
+
+async def test_a_refused_login_is_not_waited_for(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        redis.Redis(port=server.port).config_set("requirepass", "right")
+        url = f"redis://:wrong@127.0.0.1:{server.port}/0"
+        began = time.monotonic()
+        with pytest.raises(RedisUnavailable, match="refused the login"):
+            await connect(BusSettings(redis_url=url), wait_s=30)
+        assert time.monotonic() - began < 5
+        client = await connect(BusSettings(redis_url=url.replace("wrong", "right")), wait_s=30)
+        assert await client.ping()
+        await client.aclose()
+    finally:
+        server.stop(kill=True)
