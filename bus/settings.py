@@ -30,8 +30,9 @@ class BusSettings(BaseSettings):
     )
     redis_cluster: bool = Field(False, description="connect as a Redis Cluster client")
     redis_wait_s: float = Field(
-        30.0, ge=0, description="a worker starting waits this long for a Redis that does not "
-        "answer yet (starting with it, restarting, loading its AOF); 0 = fail at once"
+        30.0, ge=0, description="a worker or the web server starting waits this long for a "
+        "Redis that does not answer yet (starting with it, restarting, loading its AOF); "
+        "0 = fail at once"
     )
     key_prefix: str = Field("s2st", description="prefix of every key")
     worker_id: str = Field("", description="consumer name; default host-pid-random")

@@ -56,7 +56,7 @@ class MissingLang(BadRequest):
 def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float = 1.0) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.redis = await connect(settings)
+        app.state.redis = await connect(settings, wait_s=settings.redis_wait_s)
         app.state.registry = Registry(app.state.redis, settings.keys)
         try:
             yield

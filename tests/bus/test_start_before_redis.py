@@ -4,6 +4,7 @@ stops at once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -78,4 +79,23 @@ async def test_a_refused_login_is_not_waited_for(tmp_path: Path) -> None:
         assert await client.ping()
         await client.aclose()
     finally:
+        server.stop(kill=True)
+
+
+async def test_the_web_server_started_before_its_redis_waits_for_it(tmp_path: Path) -> None:
+    pytest.importorskip("starlette")
+    from player_agent.web.app import create_app
+
+    port = free_port()
+    server = RedisServer(tmp_path / "redis", port=port)
+    app = create_app(BusSettings(redis_url=f"redis://127.0.0.1:{port}/0", redis_wait_s=30))
+    loop = asyncio.get_running_loop()
+    later = loop.call_later(1.5, server.start)
+    try:
+        began = time.monotonic()
+        async with app.router.lifespan_context(app):
+            assert time.monotonic() - began >= 1.5
+            assert await app.state.redis.ping()
+    finally:
+        later.cancel()
         server.stop(kill=True)
