@@ -99,6 +99,9 @@ async def connect(settings: BusSettings, *, wait_s: float = 0.0) -> AnyRedis:
             raise RedisUnavailable(
                 f"Redis at {redacted_url(settings.redis_url)} answered with an error: {exc}"
             ) from None
+        except asyncio.CancelledError:
+            await _close(client)
+            raise
         else:
             if waiting:
                 log.info("Redis answers", url=redacted_url(settings.redis_url))

@@ -162,18 +162,22 @@ class Worker:
         """Run until stopped. ``handle_signals``: this worker is its process's main work (the
         command line): SIGTERM and SIGINT stop it, and what the start made (imports, models)
         is frozen out of the garbage collector (see :func:`_freeze_startup_objects`)."""
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
         if self.r is None:
-            self.r = await connect(self.settings, wait_s=self.settings.redis_wait_s)
+            client = await self._connect_unless_stopped()
+            if client is None:
+                log.info("worker stopped before Redis answered", stage=self.group)
+                return
+            self.r = client
         self.scripts = Scripts(self.r)
         self.registry = Registry(self.r, self.keys, cluster=self.settings.redis_cluster)
         self._sweeper = RetentionSweeper(
             self.r, self.keys, stage=self.group, family=self.stage.input_family,
             per_lang=self.stage.per_lang, retention_s=self.settings.retention_s,
             scripts=self.scripts)
-        if handle_signals:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
         if self.settings.metrics_port is not None:
             self.metrics_port = serve_metrics(self.settings.metrics_port)
         try:
@@ -202,6 +206,20 @@ class Worker:
             await self._stop.wait()
         finally:
             await self._shutdown()
+
+    async def _connect_unless_stopped(self) -> AnyRedis | None:
+        """Connect, waiting up to ``redis_wait_s`` for a Redis that does not answer yet;
+        None when the worker is stopped meanwhile (nothing has started: nothing to drain)."""
+        connecting = asyncio.create_task(connect(self.settings, wait_s=self.settings.redis_wait_s))
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
+            return None
+        return connecting.result()
 
     # -- shutdown --------------------------------------------------------------
     async def _shutdown(self) -> None:

@@ -66,6 +66,23 @@ def test_a_worker_whose_redis_never_comes_stops_with_one_line() -> None:
     assert "Traceback" not in out
 
 
+def test_a_worker_stopped_while_it_waits_for_redis_exits_0_at_once() -> None:
+    proc = _worker(f"redis://127.0.0.1:{free_port()}/0", "tstop", S2ST_REDIS_WAIT_S="60")
+    try:
+        time.sleep(3.0)
+        assert proc.poll() is None, proc.communicate()[0]
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+        assert proc.returncode == 0, out
+        assert time.monotonic() - stopped < 5, out
+        assert "stopped before Redis answered" in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 async def test_a_refused_login_is_not_waited_for(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis").start()
     try:
