@@ -98,8 +98,11 @@ class Registry:
         pipe = self.r.pipeline(transaction=not self.cluster)
         pipe.hsetnx(self.keys.room_meta(room), "created", repr(now))
         pipe.hset(self.keys.sessions(room), session, json.dumps(record))
-        pipe.hset(self.keys.status(room), session, "active")
+        # the heartbeat before the status: on a cluster the pipeline is no transaction, and a
+        # janitor (bus/lua/expire_session.lua) finding the session active with no fresh
+        # heartbeat in between would end it as it starts
         pipe.hset(self.keys.alive(room), session, int(now * 1000))
+        pipe.hset(self.keys.status(room), session, "active")
         await pipe.execute()
         try:
             await self.r.sadd(self.keys.rooms, room)

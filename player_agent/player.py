@@ -191,6 +191,7 @@ class Player:
         if not self.config.until_ended:
             return
         seen_active: set[str] = set()
+        awaited: list[str] = []
         while not stop.is_set():
             await asyncio.sleep(0.25)
             try:
@@ -205,9 +206,14 @@ class Player:
                     or any(s.active for s in sessions):
                 continue  # (the last piece plays to its end before the player stops)
             sessions_seen = seen_active | self._heard
-            if sessions_seen and all(self.buffer.has_ended(s) for s in sessions_seen):
+            missing = sorted(s for s in sessions_seen if not self.buffer.has_ended(s))
+            if sessions_seen and not missing:
                 stop.set()
                 self._wake.set()
+            elif missing != awaited:
+                awaited = missing
+                log.info("room quiet; waiting for the end of sessions on the speech stream",
+                         sessions=missing)
 
     async def _play(self, stop: asyncio.Event) -> None:
         missing_seen = 0

@@ -73,7 +73,7 @@ def test_bad_input_is_dead_lettered_or_refused_and_the_good_session_is_served(
         _wait(lambda: all(r.zcard(keys.workers(s)) == 1 for s in ("asr", "mt", "tts")), 120)
         player = fleet.start("player", "play", "--room", ROOM, "--lang", "es", "--until-ended",
                              "--out", str(tmp_path / "es.wav"), "--json",
-                             str(tmp_path / "player.json"))
+                             str(tmp_path / "player.json"), S2ST_LOG_LEVEL="info")
         good = fleet.start("capture-good", "capture", "--room", ROOM, "--session", "good",
                            "--lang", "en", "--file", str(manifest[CLIP]["path"]), "--no-meter")
         abandoned = fleet.start("capture-gone", "capture", "--room", ROOM, "--session", "gone",
@@ -107,10 +107,14 @@ def test_bad_input_is_dead_lettered_or_refused_and_the_good_session_is_served(
         _cli("XADD", keys.announce, "*", "garbage", "yes")  # what wakes every worker's discovery
         # -- oversized and impossible events of another session ----------------------------------
         junk = Partition(ROOM, "junk")
-        r.hset(keys.sessions(ROOM), "junk", json.dumps({"source_lang": "en",
-                                                        "started": time.time()}))
-        r.hset(keys.status(ROOM), "junk", "active")
-        r.hset(keys.alive(ROOM), "junk", int(time.time() * 1000))
+        # registered in one transaction: a worker's janitor reading an active session without
+        # a heartbeat in between would end it before its entries below are added
+        with r.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.sessions(ROOM), "junk", json.dumps({"source_lang": "en",
+                                                               "started": time.time()}))
+            pipe.hset(keys.alive(ROOM), "junk", int(time.time() * 1000))
+            pipe.hset(keys.status(ROOM), "junk", "active")
+            pipe.execute()
         big = {"v": "1", "type": "audio", "room": ROOM, "session": "junk", "seq": "0",
                "capture_start": str(time.time()), "capture_end": str(time.time()),
                "payload": b"\x00" * 2_000_000}
@@ -161,7 +165,15 @@ def test_bad_input_is_dead_lettered_or_refused_and_the_good_session_is_served(
         assert all(len(v) <= 1024 for v in oversized.original.values())
         # the player skipped the garbage on the speech stream and counted it
         r.hset(keys.status(ROOM), "junk", "ended")
-        assert player.wait(timeout=60) == 0
+        try:
+            assert player.wait(timeout=60) == 0
+        except subprocess.TimeoutExpired:
+            ended = {e.session for e in events(r, keys.room_stream("speech", ROOM, "es"))
+                     if isinstance(e, ControlEvent) and e.action == "end"}
+            raise AssertionError(
+                f"the player did not stop; sessions: {r.hgetall(keys.status(ROOM))}, ended on "
+                f"the speech stream: {sorted(ended)}\n{fleet.explain({'player': None})}"
+            ) from None
         summary = json.loads((tmp_path / "player.json").read_text())
         assert summary["counts"]["malformed"] == 2 and summary["counts"]["released"] >= 2
     finally:
