@@ -185,8 +185,9 @@ class Player:
         """With ``until_ended``: stop when the room is quiet and everything was played.
 
         Quiet: no session of the room is active, and every session seen active while
-        playing (or heard on the stream) has had its end marker on the speech stream (its
-        last piece was written). A player started before anyone speaks waits for a session.
+        playing (and still registered), or heard on the stream, has had its end marker on the
+        speech stream (its last piece was written). A player started before anyone speaks
+        waits for a session.
         """
         if not self.config.until_ended:
             return
@@ -202,6 +203,9 @@ class Player:
             if self.config.session is not None:
                 sessions = [s for s in sessions if s.session == self.config.session]
             seen_active.update(s.session for s in sessions if s.active)
+            # a session removed from the room (a capture agent that failed before its first
+            # chunk undoes its registration) will never have an end marker: not waited for
+            seen_active &= {s.session for s in sessions}
             if not (self._caught_up and self.buffer.idle()) or self._playing \
                     or any(s.active for s in sessions):
                 continue  # (the last piece plays to its end before the player stops)

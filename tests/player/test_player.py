@@ -248,6 +248,28 @@ async def test_until_ended_started_before_anyone_speaks_waits_for_a_session(
     assert keyed(report.played) == [("s1", 0, 0)]
 
 
+async def test_until_ended_does_not_wait_for_a_session_removed_from_the_room(
+        client: Any, settings: BusSettings, clips: list[np.ndarray]) -> None:
+    # a capture agent whose file turned out corrupt before its first chunk registered its
+    # session and removed it again: that session will never have an end marker
+    reg = Registry(client, settings.keys)
+    await reg.register_session(ROOM, "s1", "en", "Ada")
+    await reg.register_session(ROOM, "broken", "en")
+    player = Player(client, settings.keys, PlayerConfig(ROOM, "es", hold_s=0.05, deadline_s=0.4,
+                    block_ms=50, until_ended=True), ListSink())
+    task = asyncio.create_task(player.run())
+    await asyncio.sleep(0.6)  # the player saw both active
+    await reg.remove_session(ROOM, "broken")
+    t0 = time.time()
+    pieces = speech_pieces(ROOM, "es", SegmentSpec("s1", 0, t0, t0 + 2, clips[0], "a b"), 1)
+    await Publisher(client, settings).publish_many(
+        settings.keys.room_stream("speech", ROOM, "es"),
+        [*pieces, end_marker(ROOM, "s1")])  # type: ignore[list-item]
+    await reg.end_session(ROOM, "s1")
+    report = await asyncio.wait_for(task, 5)
+    assert keyed(report.played) == [("s1", 0, 0)]
+
+
 async def test_a_player_of_one_session_hears_only_it_and_stops_when_it_ends(
         client: Any, settings: BusSettings, clips: list[np.ndarray]) -> None:
     reg = Registry(client, settings.keys)
