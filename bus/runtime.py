@@ -357,7 +357,7 @@ class Worker:
             self._targets[room] = targets
             for info in infos:
                 self._sessions[(room, info.session)] = info
-                for owned in owned_by_session.get((room, info.session), ()):
+                for owned in owned_by_session.pop((room, info.session), ()):
                     owned.ctx.session = info
                     owned.ctx.targets = targets  # a listener joined or left
                 if (info.active and now - info.last_seen > self.settings.session_timeout_s
@@ -372,6 +372,15 @@ class Worker:
                 for part in partitions_for(info, targets, self.stage.per_lang):
                     if part not in self._finished_cache:
                         wanted.append((part, info))
+        # What is left is no longer registered: a capture agent that failed before its first
+        # chunk removed its session again, or the room was deleted. Nothing will come; the
+        # stream is given up (what it holds stays pending) instead of being held for ever.
+        for (room, session), gone in owned_by_session.items():
+            for owned in gone:
+                if not owned.closing:
+                    self._sessions.pop((room, session), None)
+                    owned.closing = "removed"
+                    owned.wake.set()
         # drop the ones finished (end of stream handled by someone); ours are not
         ours = [(p, i) for p, i in wanted if p in self.owned]
         others = [(p, i) for p, i in wanted if p not in self.owned]

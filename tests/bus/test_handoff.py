@@ -232,3 +232,34 @@ async def test_a_stream_never_written_is_given_up_after_the_retention_window(
 
         await wait_for(given_up, timeout=10)
         assert part in worker._finished_cache and part not in worker.owned
+
+
+async def test_a_stream_of_a_session_removed_from_the_room_is_given_up(
+        settings: BusSettings, client: Any) -> None:
+    """A capture agent whose input failed before its first chunk removes its session again:
+    a worker that took the session's stream meanwhile lets it go (it held it for ever), and
+    the other sessions go on."""
+    kept, removed = Partition("roomr", "s1"), Partition("roomr", "broken")
+    reg = Registry(client, settings.keys, cluster=settings.redis_cluster)
+    await reg.register_session(kept.room, kept.session, "en")
+    await reg.register_session(removed.room, removed.session, "en")
+    lease = settings.keys.lease("relay", "audio", removed)
+    async with run_worker(RelayStage(), settings) as worker:
+        async def both_owned() -> bool:
+            return kept in worker.owned and removed in worker.owned
+
+        await wait_for(both_owned)
+        await reg.remove_session(removed.room, removed.session)
+
+        async def let_go() -> bool:
+            return removed not in worker.owned and not await client.exists(lease)
+
+        await wait_for(let_go, timeout=10)
+        await asyncio.sleep(3 * settings.discovery_ms / 1000)
+        assert removed not in worker.owned  # not taken again
+        await produce(client, settings.keys, kept, range(3), end=True)
+
+        async def through() -> bool:
+            return len(await outputs(client, settings.keys, kept)) == 4
+
+        await wait_for(through)
