@@ -228,6 +228,20 @@ async def test_until_ended_plays_speech_that_comes_after_the_speaker_stopped(
     assert keyed(report.played) == [("s1", 0, 0), ("s1", 0, 1)]
 
 
+async def _s1_says_one_piece_and_ends(client: Any, settings: BusSettings, reg: Registry,
+                                     clip: np.ndarray, task: asyncio.Task[PlayReport]
+                                     ) -> PlayReport:
+    """Session s1's one piece and its end marker on the speech stream, s1 ended; the report of
+    the player ``task`` (which must stop by itself)."""
+    t0 = time.time()
+    pieces = speech_pieces(ROOM, "es", SegmentSpec("s1", 0, t0, t0 + 2, clip, "a b"), 1)
+    await Publisher(client, settings).publish_many(
+        settings.keys.room_stream("speech", ROOM, "es"),
+        [*pieces, end_marker(ROOM, "s1")])  # type: ignore[list-item]
+    await reg.end_session(ROOM, "s1")
+    return await asyncio.wait_for(task, 5)
+
+
 async def test_until_ended_started_before_anyone_speaks_waits_for_a_session(
         client: Any, settings: BusSettings, clips: list[np.ndarray]) -> None:
     player = Player(client, settings.keys, PlayerConfig(ROOM, "es", hold_s=0.05, deadline_s=0.4,
@@ -238,13 +252,7 @@ async def test_until_ended_started_before_anyone_speaks_waits_for_a_session(
     assert not task.done()
     reg = Registry(client, settings.keys)
     await reg.register_session(ROOM, "s1", "en", "Ada")
-    t0 = time.time()
-    pieces = speech_pieces(ROOM, "es", SegmentSpec("s1", 0, t0, t0 + 2, clips[0], "a b"), 1)
-    await Publisher(client, settings).publish_many(
-        settings.keys.room_stream("speech", ROOM, "es"),
-        [*pieces, end_marker(ROOM, "s1")])  # type: ignore[list-item]
-    await reg.end_session(ROOM, "s1")
-    report = await asyncio.wait_for(task, 5)
+    report = await _s1_says_one_piece_and_ends(client, settings, reg, clips[0], task)
     assert keyed(report.played) == [("s1", 0, 0)]
 
 
@@ -260,13 +268,7 @@ async def test_until_ended_does_not_wait_for_a_session_removed_from_the_room(
     task = asyncio.create_task(player.run())
     await asyncio.sleep(0.6)  # the player saw both active
     await reg.remove_session(ROOM, "broken")
-    t0 = time.time()
-    pieces = speech_pieces(ROOM, "es", SegmentSpec("s1", 0, t0, t0 + 2, clips[0], "a b"), 1)
-    await Publisher(client, settings).publish_many(
-        settings.keys.room_stream("speech", ROOM, "es"),
-        [*pieces, end_marker(ROOM, "s1")])  # type: ignore[list-item]
-    await reg.end_session(ROOM, "s1")
-    report = await asyncio.wait_for(task, 5)
+    report = await _s1_says_one_piece_and_ends(client, settings, reg, clips[0], task)
     assert keyed(report.played) == [("s1", 0, 0)]
 
 
