@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from bus.connection import RedisUnavailable, connect
 from bus.logs import get_logger
 from bus.settings import BusSettings
+from bus.tasks import cancel_and_wait, within
 from capture_agent.chunker import Chunk
 from capture_agent.meter import TerminalMeter
 from capture_agent.metrics import CaptureMetrics
@@ -194,10 +195,7 @@ class CaptureAgent:
             status.cancel()
             self._stop.set()
             self.buffer.close()
-            if not publishing.done():
-                publishing.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await publishing
+            await cancel_and_wait([publishing, status], what="capture agent")
             self._update_status(final=True)
 
     def _capture(
@@ -259,9 +257,7 @@ class CaptureAgent:
             abort.cancel()
         if publishing in done:
             return publishing.exception() is None
-        publishing.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await publishing
+        await cancel_and_wait([publishing], what="publisher")
         log.error(
             "chunks not written: redis unreachable at the end",
             unsent=len(self.buffer),
@@ -284,12 +280,11 @@ class CaptureAgent:
         capture_time = self._last_capture_time or time.time()
         try:
             if reason == "error" and self.stats.published == 0:
-                await asyncio.wait_for(publisher.remove_session(), timeout)
+                await within(publisher.remove_session(), timeout, what="removing the session")
                 self.end_reason = "removed"
             else:
-                await asyncio.wait_for(
-                    publisher.end_session(reason, next_seq, capture_time), timeout
-                )
+                await within(publisher.end_session(reason, next_seq, capture_time), timeout,
+                             what="ending the session")
         except TimeoutError:
             log.error(
                 "could not end the session: redis unreachable; the workers will end it "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import time
 import uuid
@@ -29,7 +30,14 @@ from ops.supervisor import Child, Supervisor
 BUNDLED_SAMPLE = Path(__file__).resolve().parent / "samples" / "demo-en.flac"
 SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech" / "jfk_inaugural.flac"
 SESSION_START_TIMEOUT_S = 30.0
-DRAIN_TIMEOUT_S = 120.0  # after the capture ended, the longest wait for the last speech
+# The player waits END_WAIT_S plus the session's length, once the room is quiet, for the end of
+# the translated speech (then gives up, saying where it stopped: exit status 4). The demo's
+# own bounds: the capture of a file, CAPTURE_FACTOR times its length plus a margin; the
+# player after the capture, its bound plus the time to play, plus a margin.
+END_WAIT_S = 30.0
+CAPTURE_FACTOR = 3.0
+MARGIN_S = 60.0
+PLAYER_GAVE_UP = 4
 
 
 def default_sample() -> Path:
@@ -171,7 +179,7 @@ class Demo:
 
     def _start_players(self, since: float) -> list[Child]:
         common = ["play", "--room", self.room, "--lang", self.lang, "--until-ended",
-                  "--from", f"{since - 1:.3f}"]
+                  "--end-wait", f"{END_WAIT_S:g}", "--from", f"{since - 1:.3f}"]
         self.out.parent.mkdir(parents=True, exist_ok=True)
         players = [self.sup.start(
             "player", s2st_argv(*common, "--out", str(self.out), "--json",
@@ -187,17 +195,27 @@ class Demo:
         self.sup.say(f"{caption.text}   (+{caption.delay_s:.1f} s)", tag)
 
     def _follow(self, capture: Child, players: list[Child]) -> int:
-        """Wait for the capture to end, then for the players to play the rest."""
-        if self.sup.wait_child(capture) is None and self.mic is not None \
+        """Wait for the capture to end, then for the players to play the rest (bounded)."""
+        began = time.monotonic()
+        source_s = _length_s(self.source) if self.source is not None else None
+        capture_bound = None if source_s is None else CAPTURE_FACTOR * source_s + MARGIN_S
+        if self.sup.wait_child(capture, capture_bound) is None and self.mic is not None \
                 and self.sup.stop_requested.is_set() and self.sup.signals == 1:
             self.say("ending the session; the translation finishes (Ctrl-C again stops now)")
             self.sup.stop([capture])
             self.sup.stop_requested.clear()
+        if capture.returncode is None and not self.sup.stop_requested.is_set() \
+                and self.sup.failed() is None:
+            return self._end(1, f"the capture of {self.source} did not finish within "
+                             f"{capture_bound:.0f} s")
         if capture.returncode is not None and capture.returncode != 0 \
                 and not self.sup.stop_requested.is_set():
             return self._end(1, f"the capture failed (exit status {capture.returncode})")
+        spoken_s = source_s if source_s is not None else time.monotonic() - began
+        drain_bound = END_WAIT_S + 2 * spoken_s + MARGIN_S
+        drain_until = time.monotonic() + drain_bound
         for player in players:
-            if self.sup.wait_child(player, DRAIN_TIMEOUT_S) is None:
+            if self.sup.wait_child(player, max(drain_until - time.monotonic(), 0.1)) is None:
                 break
         if self.sup.stop_requested.is_set():
             return self._end(0, None)
@@ -210,7 +228,11 @@ class Demo:
                          "the WAV file was written all the same")
         main = players[0]
         if main.returncode is None:
-            return self._end(1, f"no end of the translated speech after {DRAIN_TIMEOUT_S:.0f} s")
+            return self._end(1, f"the player did not finish within {drain_bound:.0f} s after "
+                             "the capture ended")
+        if main.returncode == PLAYER_GAVE_UP:
+            return self._end(1, "the player gave up waiting for the end of the translated "
+                             "speech (its 'gave up' line above says where it stopped)")
         if main.returncode != 0:
             return self._end(1, f"the player failed (exit status {main.returncode})")
         return self._end(0, None, expect_speech=True)
@@ -269,3 +291,20 @@ class Demo:
 def _s(value: float) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) \
         else f"{value:.2f} s"
+
+
+def _length_s(path: Path) -> float:
+    """The recording's length in seconds (soundfile; ffprobe for what it does not read)."""
+    try:
+        import soundfile
+
+        return float(soundfile.info(str(path)).duration)
+    except Exception:  # not installed, or a format soundfile does not read
+        pass
+    try:
+        out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
+                              "-of", "csv=p=0", str(path)], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+        return float(out.strip())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return 600.0  # unknown: a generous bound rather than none

@@ -47,7 +47,8 @@ from bus.producer import Publisher
 from bus.registry import Registry, SessionInfo
 from bus.settings import BusSettings, add_bus_options
 from ops.runner import run_async
-from ops.session_read import Entry, has_end_marker, parse_entry_id, read_all, translation_langs
+from ops.session_read import Entry, parse_entry_id, read_all, translation_langs
+from player_agent.end_trace import has_end_marker
 
 Stage = Literal["asr", "mt", "tts"]
 STAGES: tuple[Stage, ...] = ("asr", "mt", "tts")
@@ -369,6 +370,12 @@ class Replay:
 
 async def outputs_done(client: Any, keys: Keys, room: str, session: str, stage: Stage) -> bool:
     """True once the new session's outputs after ``stage`` all carry their end marker."""
+    return not await outputs_not_ended(client, keys, room, session, stage)
+
+
+async def outputs_not_ended(client: Any, keys: Keys, room: str, session: str,
+                            stage: Stage) -> list[str]:
+    """The new session's output streams after ``stage`` that lack its end marker."""
     registry = Registry(client, keys)
     targets = await registry.room_targets(room)
     part = Partition(room, session)
@@ -380,10 +387,7 @@ async def outputs_done(client: Any, keys: Keys, room: str, session: str, stage: 
                         for lang in targets]
     langs = targets if stage != "tts" else await translation_langs(client, keys, room, session)
     keys_needed += [keys.room_stream("speech", room, lang) for lang in langs]
-    for key in keys_needed:
-        if not await has_end_marker(client, key, session):
-            return False
-    return True
+    return [key for key in keys_needed if not await has_end_marker(client, key, session)]
 
 
 async def wait_done(client: Any, keys: Keys, room: str, session: str, stage: Stage,
@@ -529,8 +533,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 return 0
             if not await wait_done(client, settings.keys, result.room, result.session,
                                    plan.stage, args.wait):
-                print(f"s2st replay: the workers did not finish within {args.wait:.0f} s "
-                      "(are they running? s2st status)", file=sys.stderr)
+                waiting = await outputs_not_ended(client, settings.keys, result.room,
+                                                  result.session, plan.stage)
+                print(f"s2st replay: the workers did not finish within {args.wait:.0f} s: "
+                      f"no end marker yet in {', '.join(waiting) or '(they just ended)'} "
+                      "(are the workers of those stages running? s2st status)", file=sys.stderr)
                 return 1
             langs = await Registry(client, settings.keys).room_targets(result.room)
             if plan.stage == "tts":

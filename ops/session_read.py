@@ -78,15 +78,5 @@ def is_end(event: Event) -> bool:
     return isinstance(event, ControlEvent) and event.action == "end"
 
 
-async def has_end_marker(client: Any, key: str, session: str, scan: int = 200) -> bool:
-    """True if one of the last ``scan`` entries of ``key`` is ``session``'s end marker."""
-    want = session.encode()
-    for _raw_id, fields in await client.xrevrange(key, "+", "-", count=scan):
-        if fields.get(b"session") == want and fields.get(b"type") == b"control" \
-                and fields.get(b"action") == b"end":
-            return True
-    return False
-
-
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

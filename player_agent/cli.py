@@ -45,7 +45,15 @@ def register(commands: Any, bench: Any) -> None:
                    help="a missing piece is skipped after this wait (1000)")
     p.add_argument("--rate", type=int, default=24000, help="output sample rate (24000)")
     p.add_argument("--until-ended", action="store_true",
-                   help="exit once the room has no active session and everything was played")
+                   help="exit once the room has no active session and everything was played "
+                   "(exit status 4 if it gives up waiting: see --end-wait, --start-wait)")
+    p.add_argument("--end-wait", type=float, default=30.0, metavar="S",
+                   help="with --until-ended: once the room is quiet, wait this long plus the "
+                   "session's length for a session's end to reach the speech stream, then "
+                   "give up and say where it stopped (30)")
+    p.add_argument("--start-wait", type=float, default=300.0, metavar="S",
+                   help="with --until-ended: give up if nobody speaks in the room within "
+                   "this long (300)")
     p.add_argument("--json", help="write the latency summary and counts here at the end")
     add_bus_options(p)
     p.set_defaults(func=cmd_play)
@@ -107,7 +115,15 @@ def _player_config(args: argparse.Namespace) -> Any:
         room=args.room, lang=args.lang, position=parse_position(args.start),
         hold_s=_ms(args.jitter_ms, "--jitter-ms"), deadline_s=_ms(args.deadline_ms, "--deadline-ms"),
         until_ended=args.until_ended, session=args.session,
+        end_wait_s=_seconds(args.end_wait, "--end-wait"),
+        start_wait_s=_seconds(args.start_wait, "--start-wait"),
     )
+
+
+def _seconds(value: float, name: str) -> float:
+    if not 0 < value <= 86_400:
+        raise ValueError(f"{name} must be within 0..86400 s, got {value}")
+    return value
 
 
 async def _play(args: argparse.Namespace, settings: BusSettings, config: Any) -> int:
@@ -147,6 +163,10 @@ async def _play(args: argparse.Namespace, settings: BusSettings, config: Any) ->
         print(f"wrote {args.out}")
     if args.json:
         await asyncio.to_thread(_write_summary, Path(args.json), config, report)
+    if not report.finished:
+        for why in report.unfinished:
+            print(f"s2st play: gave up: {why}", file=sys.stderr)
+        return 4
     return 0
 
 
@@ -157,6 +177,7 @@ def _write_summary(path: Path, config: Any, report: Any) -> None:
         "room": config.room, "lang": config.lang,
         "counts": vars(report.stats) | {"malformed": report.malformed},
         "latency": {k: report.latency.summary(k).as_dict() for k in KINDS},
+        "finished": report.finished, "unfinished": report.unfinished,
     }
     path.write_text(json.dumps(summary, indent=2))
 

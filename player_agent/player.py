@@ -8,6 +8,14 @@ Three tasks share one :class:`~player_agent.jitter.JitterBuffer`:
   recording its latency;
 - the listener keeps ``lang`` among the room's targets (``Registry.add_listener``) so the
   MT and TTS stages produce it while someone listens.
+
+With ``until_ended`` a fourth task watches the room and stops the player once every session
+it heard has ended and everything was played. That wait is bounded: once the room is quiet
+(no active session, nothing left to play), a session whose end marker has not reached the
+speech stream is waited for at most ``end_wait_s`` plus the length of the session (a stage
+may still work through its backlog); a room where nobody speaks at all, ``start_wait_s``.
+A player that gives up says, for each such session, where its end marker stopped
+(:mod:`player_agent.end_trace`), and its report says it did not finish.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from bus.events import ControlEvent, Speech
 from bus.ids import check_id, check_lang
 from bus.keys import Keys
 from bus.logs import get_logger
-from bus.registry import Registry
+from bus.registry import Registry, SessionInfo
+from bus.tasks import StopFlag, cancel_and_wait
+from player_agent.end_trace import trace_end
 from player_agent.jitter import JitterBuffer, JitterStats, Piece
 from player_agent.latency import LatencyRecorder, count_outcome
 from player_agent.outputs import Sink
@@ -46,6 +56,10 @@ class PlayerConfig:
     deadline_s: float = 1.0
     listener_ttl_s: float = 30.0
     until_ended: bool = False  # stop once the room has no active session and all is played
+    # with until_ended: once the room is quiet, how long a session's end marker is waited for,
+    # plus the session's own length; and how long a room where nobody speaks is waited for
+    end_wait_s: float = 30.0
+    start_wait_s: float = 300.0
     block_ms: int = 200
     session: str | None = None  # only this session's speech (default: the whole room's)
 
@@ -56,6 +70,8 @@ class PlayerConfig:
             check_id(self.session, "session id")
         if self.listener_ttl_s <= 0:
             raise ValueError("listener_ttl_s must be positive")
+        if not self.end_wait_s > 0 or not self.start_wait_s > 0:
+            raise ValueError("end_wait_s and start_wait_s must be positive")
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,12 @@ class PlayReport:
     stats: JitterStats = field(default_factory=JitterStats)
     latency: LatencyRecorder | None = None
     malformed: int = 0
+    # with until_ended: why the player gave up before every session ended (empty: it did not)
+    unfinished: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return not self.unfinished
 
     def text(self) -> str:
         s = self.stats
@@ -86,6 +108,7 @@ class PlayReport:
                  f"missing={s.missing} (gaps skipped={s.gaps_skipped}) malformed={self.malformed}"]
         if self.latency is not None:
             lines.append(self.latency.report())
+        lines += [f"gave up: {why}" for why in self.unfinished]
         return "\n".join(lines)
 
 
@@ -105,6 +128,7 @@ class Player:
         self._origins: dict[str, float] = {}
         self._heard: set[str] = set()  # sessions with a piece or an end marker read
         self._playing = False  # a piece is being played right now
+        self._stopping = StopFlag()  # checked by every loop: a cancellation can be lost
 
     async def run(self, stop: asyncio.Event | None = None) -> PlayReport:
         """Play until ``stop`` is set (or, with ``until_ended``, the room falls quiet)."""
@@ -116,10 +140,11 @@ class Player:
         await self.reader.add(self.stream, cfg.position)
         log.info("playing", room=cfg.room, lang=cfg.lang, stream=self.stream,
                  position=self.reader.positions[self.stream])
-        tasks = [asyncio.create_task(t) for t in (self._read(), self._listen(), self._watch(stop))]
-        player = asyncio.create_task(self._play(stop))
+        tasks = [asyncio.create_task(coro, name=name) for name, coro in (
+            ("read", self._read()), ("listen", self._listen()), ("watch", self._watch(stop)))]
+        player = asyncio.create_task(self._play(stop), name="play")
         # a stop (signal, or the room fell quiet) ends playback at once, even mid-piece
-        stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+        stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="stop")
         try:
             pending: set[asyncio.Task[Any]] = {player, stopper, *tasks}
             while player in pending and stopper in pending:
@@ -128,11 +153,11 @@ class Player:
                     if not t.cancelled() and (exc := t.exception()) is not None:
                         raise exc  # the output failed, or a bug: do not go on silently
         finally:
-            for t in (player, stopper, *tasks):
-                t.cancel()
-            for t in (player, stopper, *tasks):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            # the loops check the flag too: a cancellation arriving as a Redis reply comes in
+            # can be lost (Python 3.11), and a loop that missed it would run for ever
+            self._stopping.set()
+            self._wake.set()
+            await cancel_and_wait([player, stopper, *tasks], what="player")
             await self.sink.drain()
         self.report.malformed = self.reader.malformed
         return self.report
@@ -140,7 +165,7 @@ class Player:
     # -- tasks ---------------------------------------------------------------------
     async def _read(self) -> None:
         backoff = 0.2
-        while True:
+        while not self._stopping:
             try:
                 entries = await self.reader.read()
             except (RedisError, OSError) as exc:  # Redis restarting: keep the position, retry
@@ -174,7 +199,7 @@ class Player:
 
     async def _listen(self) -> None:
         ttl = self.config.listener_ttl_s
-        while True:
+        while not self._stopping:
             await asyncio.sleep(ttl / 3)
             try:
                 await self.registry.add_listener(self.config.room, self.config.lang, ttl)
@@ -184,44 +209,79 @@ class Player:
     async def _watch(self, stop: asyncio.Event) -> None:
         """With ``until_ended``: stop when the room is quiet and everything was played.
 
-        Quiet: no session of the room is active, and every session seen active while
-        playing (and still registered), or heard on the stream, has had its end marker on the
-        speech stream (its last piece was written). A player started before anyone speaks
-        waits for a session.
+        Quiet: no session of the room is active, and nothing is left to play. The player stops
+        once every session seen active while playing (and still registered), or heard on the
+        stream, has had its end marker on the speech stream (its last piece was written). A
+        player started before anyone speaks waits for a session. Both waits are bounded (see
+        the module doc); giving up stops the player with ``report.unfinished`` saying why.
         """
-        if not self.config.until_ended:
+        cfg = self.config
+        if not cfg.until_ended:
             return
         seen_active: set[str] = set()
         awaited: list[str] = []
-        while not stop.is_set():
+        lengths: dict[str, float] = {}  # each session's length, from the registry
+        began = time.monotonic()
+        quiet_since: float | None = None
+        while not stop.is_set() and not self._stopping:
             await asyncio.sleep(0.25)
             try:
-                sessions = await self.registry.sessions(self.config.room)
+                sessions = await self.registry.sessions(cfg.room)
             except (RedisError, OSError) as exc:
                 log.warning("reading the room's sessions failed", error=str(exc))
                 continue
-            if self.config.session is not None:
-                sessions = [s for s in sessions if s.session == self.config.session]
+            if cfg.session is not None:
+                sessions = [s for s in sessions if s.session == cfg.session]
             seen_active.update(s.session for s in sessions if s.active)
             # a session removed from the room (a capture agent that failed before its first
             # chunk undoes its registration) will never have an end marker: not waited for
             seen_active &= {s.session for s in sessions}
+            lengths.update((s.session, _length(s)) for s in sessions)
             if not (self._caught_up and self.buffer.idle()) or self._playing \
                     or any(s.active for s in sessions):
+                quiet_since = None
                 continue  # (the last piece plays to its end before the player stops)
+            now = time.monotonic()
+            quiet_since = now if quiet_since is None else quiet_since
             sessions_seen = seen_active | self._heard
             missing = sorted(s for s in sessions_seen if not self.buffer.has_ended(s))
             if sessions_seen and not missing:
-                stop.set()
-                self._wake.set()
-            elif missing != awaited:
+                break
+            if not sessions_seen:
+                if now - began > cfg.start_wait_s:
+                    self.report.unfinished.append(
+                        f"no session spoke in room {cfg.room} within {cfg.start_wait_s:.0f} s")
+                    log.warning("giving up: nobody spoke", room=cfg.room,
+                                waited_s=cfg.start_wait_s)
+                    break
+                continue
+            if missing != awaited:
                 awaited = missing
                 log.info("room quiet; waiting for the end of sessions on the speech stream",
                          sessions=missing)
+            bound = cfg.end_wait_s + max(lengths.get(s, 0.0) for s in missing)
+            if now - quiet_since > bound:
+                await self._give_up(missing, now - quiet_since)
+                break
+        stop.set()
+        self._wake.set()
+
+    async def _give_up(self, sessions: list[str], waited_s: float) -> None:
+        """Record (and log) where the end of each of ``sessions`` stopped."""
+        for session in sessions:
+            try:
+                trace = await trace_end(self.r, self.keys, self.config.room, session,
+                                        self.config.lang)
+                why = trace.describe()
+            except (RedisError, OSError) as exc:
+                why = f"session {session}: no end marker (its streams could not be read: {exc})"
+            why += f"; waited {waited_s:.0f} s after the room fell quiet"
+            self.report.unfinished.append(why)
+            log.warning("giving up on a session's end", session=session, why=why)
 
     async def _play(self, stop: asyncio.Event) -> None:
         missing_seen = 0
-        while not stop.is_set():
+        while not stop.is_set() and not self._stopping:
             now = time.time()
             piece = self.buffer.pop(now)
             if self.buffer.stats.missing > missing_seen:
@@ -268,3 +328,10 @@ class Player:
                 info.started, speech.capture_start)
             self._origins[speech.session] = start
         return self._origins[speech.session]
+
+
+def _length(info: SessionInfo) -> float:
+    """How long the session spoke (0 while it is active or when its times are unknown)."""
+    if info.ended and info.started and info.ended > info.started:
+        return info.ended - info.started
+    return 0.0

@@ -20,20 +20,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from bus.events import AudioChunk, Speech
 from bus.keys import Keys, Partition
 from bus.registry import Registry
+from bus.tasks import cancel_and_wait
 from ops.evaluation.manifest import Selected
 from ops.replay import committed_texts
 from ops.session_read import read_all
 from ops.stack import TIER_CLIENTS, s2st_argv
 from ops.supervisor import Child, Supervisor
+from player_agent.end_trace import trace_end
 from player_agent.outputs import WavSink
-from player_agent.player import Player, PlayerConfig
+from player_agent.player import Player, PlayerConfig, UnknownRoom
 from player_agent.subscriber import parse_position
 
 SESSION_START_TIMEOUT_S = 30.0
-DRAIN_S = 120.0  # after the capture ended, the longest wait for the last piece to play
+# Once the room is quiet, the player waits this long plus the clip's length for the end of the
+# translated speech, then gives up and says where the end stopped (PlayerConfig.end_wait_s).
+END_WAIT_S = 30.0
+# after the capture ended, the longest wait for the player: its own bound plus playing time
+DRAIN_MARGIN_S = 60.0
+PLAYER_STOP_S = 10.0  # a stopped player ends within this (it ends at once; this is a bound)
 _NOT_ID = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -107,7 +116,13 @@ class ClipRunner:
         async def lane(n: int) -> None:
             while not queue.empty() and not self.sup.stop_requested.is_set():
                 index, selected = queue.get_nowait()
-                results[index] = await self.run_clip(selected, lane=n)
+                try:
+                    results[index] = await self.run_clip(selected, lane=n)
+                except (RedisError, OSError, UnknownRoom) as exc:  # this clip fails, not the run
+                    failed = ClipRun(selected, f"{self.run_id}-{selected.target}-{n}", "")
+                    failed.error = f"{type(exc).__name__}: {exc}"
+                    self.say(f"{selected.clip.id}: failed: {failed.error}")
+                    results[index] = failed
 
         await asyncio.gather(*(lane(n) for n in range(1, min(self.parallel, len(clips)) + 1)))
         return [results[i] for i in sorted(results)]
@@ -127,29 +142,47 @@ class ClipRunner:
         if not await self._until_active(room, run.session, capture):
             run.capture_status = capture.returncode
             run.error = f"the capture did not start its session (exit status {capture.returncode})"
-            self.sup.stop([capture])
+            await asyncio.to_thread(self.sup.stop, [capture])
+            self.say(f"{clip.id}: {run.error}")
             return run
         run.played_wav = self.out_dir / "audio" / f"{run.session}.{selected.target}.wav"
         run.played_wav.parent.mkdir(parents=True, exist_ok=True)
         sink = WavSink(run.played_wav, paced=True)
         player = Player(self.r, self.keys, PlayerConfig(
             room=room, lang=selected.target, position=parse_position(f"{since - 1:.3f}"),
-            until_ended=True, session=run.session), sink)
+            until_ended=True, session=run.session, end_wait_s=END_WAIT_S), sink)
         stop = asyncio.Event()
-        playing = asyncio.create_task(player.run(stop))
+        playing = asyncio.create_task(player.run(stop), name=f"player-{run.session}")
+        capture_bound = clip.duration_s * 3 + 60
+        drain_bound = END_WAIT_S + 2 * clip.duration_s + DRAIN_MARGIN_S
         try:
-            run.capture_status = await self._wait_exit(capture, clip.duration_s * 3 + 60)
-            if run.capture_status != 0:
+            run.capture_status = await self._wait_exit(capture, capture_bound)
+            if run.capture_status is None:
+                run.error = ("stopped" if self.sup.stop_requested.is_set() else
+                             f"the capture did not finish within {capture_bound:.0f} s (stopped)")
+            elif run.capture_status != 0:
                 run.error = f"the capture exited with status {run.capture_status}"
-            try:
-                await asyncio.wait_for(asyncio.shield(playing), DRAIN_S)
-            except TimeoutError:
-                run.error = run.error or f"no end of the translated speech after {DRAIN_S:.0f} s"
+            done, _ = await asyncio.wait({playing}, timeout=drain_bound)
+            if playing not in done:
+                trace = await trace_end(self.r, self.keys, room, run.session, selected.target)
+                run.error = run.error or (f"the player did not finish within {drain_bound:.0f} s "
+                                          f"after the capture: {trace.describe()}")
         finally:
             stop.set()
-            report = await playing
+            stuck = await cancel_and_wait([playing], timeout_s=PLAYER_STOP_S,
+                                          what=f"player of {run.session}")
             sink.close()
-        await self._collect(run, report.played)
+        if stuck:
+            run.error = run.error or "the player did not stop"
+            played: list[Any] = []
+        else:
+            report = playing.result()
+            played = report.played
+            if report.unfinished:
+                run.error = run.error or "; ".join(report.unfinished)
+        if run.error:
+            self.say(f"{clip.id}: {run.error}")
+        await self._collect(run, played)
         return run
 
     async def _until_active(self, room: str, session: str, capture: Child) -> bool:
@@ -165,8 +198,8 @@ class ClipRunner:
         deadline = time.monotonic() + timeout_s
         while child.returncode is None:
             if time.monotonic() > deadline or self.sup.stop_requested.is_set():
-                self.sup.stop([child])
-                break
+                await asyncio.to_thread(self.sup.stop, [child])  # (it waits: not on the loop)
+                return None
             await asyncio.sleep(0.1)
         return child.returncode
 

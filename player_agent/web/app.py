@@ -35,6 +35,7 @@ from bus.ids import InvalidId, check_id, check_lang
 from bus.logs import get_logger
 from bus.registry import Registry
 from bus.settings import BusSettings
+from bus.tasks import cancel_and_wait
 from player_agent.web.feed import RoomFeed
 
 log = get_logger("player.web")
@@ -132,11 +133,7 @@ def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
-                    await t
+            await cancel_and_wait(tasks, what="room page feed")
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await ws.close()
 

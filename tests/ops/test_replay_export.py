@@ -327,6 +327,7 @@ async def test_replay_bad_input(session: Any, prefix: str,
     assert code == 2 and "'taken' already exists" in err
     code, err = await asyncio.to_thread(run, "--session", SESSION, "--wait", "0.5")
     assert code == 1 and "did not finish within" in err  # no workers here
+    assert "no end marker yet in" in err and ":transcript:" in err, err  # says where it waits
     with pytest.raises(ReplayError, match="no translation streams"):
         await Replay(client, settings).run(ReplayPlan(ROOM, "taken", stage="tts"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from player_helpers import RATE, SegmentSpec, end_marker, load_clip, speech_pieces
 
+from bus.keys import Partition
 from bus.producer import Publisher
 from bus.registry import Registry
 from bus.settings import BusSettings
@@ -120,3 +122,40 @@ def test_web_command_serves_and_stops(settings: BusSettings) -> None:
         proc.terminate()
         proc.communicate(timeout=15)
     assert proc.returncode == 0
+
+
+async def test_until_ended_gives_up_with_exit_4_and_says_where_the_end_stopped(
+        client: Any, settings: BusSettings, tmp_path: Path) -> None:
+    reg = Registry(client, settings.keys)
+    await reg.register_session("conf", "talk1", "en", "Ada")
+    summary = tmp_path / "talk.json"
+    env = dict(os.environ, S2ST_KEY_PREFIX=settings.key_prefix, S2ST_LOG_LEVEL="warning")
+    player = await asyncio.to_thread(
+        subprocess.Popen,
+        [*S2ST, "play", "--room", "conf", "--lang", "es", "--out", str(tmp_path / "talk.wav"),
+         "--fast", "--until-ended", "--end-wait", "1", "--json", str(summary)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        await _until(lambda: client.zscore(settings.keys.targets("conf"), "es"))
+        await asyncio.sleep(0.6)  # the player saw the session active
+        audio = settings.keys.stream("audio", Partition("conf", "talk1"))
+        await reg.end_session("conf", "talk1", marker_stream=audio,
+                              marker=end_marker("conf", "talk1"))  # no worker ever reads it
+        _out, err = await asyncio.to_thread(player.communicate, timeout=60)
+    finally:
+        player.kill()
+    proc = subprocess.CompletedProcess(player.args, player.returncode, _out, err)
+    assert proc.returncode == 4, proc.stderr
+    assert "s2st play: gave up: session talk1 (es): end marker in audio; none in " \
+        f"{settings.keys.stream('transcript', Partition('conf', 'talk1'))}, which the asr " \
+        "stage writes (no group asr on audio: no worker read it)" in proc.stderr, proc.stderr
+    data = json.loads(summary.read_text())
+    assert data["finished"] is False and data["unfinished"][0].startswith("session talk1")
+
+
+async def _until(check: Any, timeout_s: float = 30.0) -> None:
+    """Wait for ``await check()`` to be truthy (the player started listening), bounded."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, "the player did not start listening"
+        await asyncio.sleep(0.05)

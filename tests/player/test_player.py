@@ -13,6 +13,7 @@ import pytest
 from player_helpers import RATE, SegmentSpec, end_marker, keyed, load_clip, speech_pieces
 from prometheus_client import REGISTRY
 
+from bus.keys import Partition
 from bus.producer import Publisher
 from bus.registry import Registry
 from bus.settings import BusSettings
@@ -374,3 +375,82 @@ async def test_the_reader_survives_a_redis_restart(
     report = await finish(stop, task, after=1.5)
     assert flaky.failures == 0
     assert keyed(report.played) == keyed(pieces)
+
+
+class CancelSwallowingRedis:
+    """The real client, but its XREADs lose the first cancellations that reach them, as
+    redis-py's do on Python 3.11 when the reply is coming in (the read returns it instead)."""
+
+    def __init__(self, client: Any, swallow: int) -> None:
+        self._client = client
+        self.swallow = swallow
+        self.swallowed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def xread(self, *args: Any, **kw: Any) -> Any:
+        try:
+            return await self._client.xread(*args, **kw)
+        except asyncio.CancelledError:
+            if self.swallowed < self.swallow:
+                self.swallowed += 1
+                return []
+            raise
+
+
+async def test_a_player_stops_although_a_read_lost_its_cancellation(
+        client: Any, settings: BusSettings, clips: list[np.ndarray]) -> None:
+    # `s2st play --until-ended` in CI, and every lane of `s2st eval`, hung for ever this way
+    flaky = CancelSwallowingRedis(client, swallow=3)
+    reg = Registry(client, settings.keys)
+    await reg.register_session(ROOM, "s1", "en", "Ada")
+    player = Player(flaky, settings.keys, PlayerConfig(ROOM, "es", hold_s=0.05, deadline_s=0.4,
+                    block_ms=1000, until_ended=True), ListSink())
+    task = asyncio.create_task(player.run())
+    await asyncio.sleep(0.6)
+    report = await _s1_says_one_piece_and_ends(client, settings, reg, clips[0], task)
+    assert keyed(report.played) == [("s1", 0, 0)] and report.finished
+    assert flaky.swallowed == 1  # the read was cancelled mid-way, and did not notice
+
+
+async def test_until_ended_gives_up_on_an_end_that_never_comes_and_says_where_it_stopped(
+        client: Any, settings: BusSettings, clips: list[np.ndarray]) -> None:
+    reg = Registry(client, settings.keys)
+    await reg.register_session(ROOM, "s1", "en", "Ada")
+    pub = Publisher(client, settings)
+    audio = settings.keys.stream("audio", Partition(ROOM, "s1"))
+    transcript = settings.keys.stream("transcript", Partition(ROOM, "s1"))
+    await pub.publish(transcript, end_marker(ROOM, "s1"))  # the ASR passed the end on ...
+    await client.xgroup_create(transcript, "mt", id="0")
+    await client.xreadgroup("mt", "stuck-mt", {transcript: ">"})  # ... an MT read it, died
+    t0 = time.time()
+    key = settings.keys.room_stream("speech", ROOM, "es")
+    await pub.publish_many(key, speech_pieces(  # type: ignore[arg-type]
+        ROOM, "es", SegmentSpec("s1", 0, t0, t0 + 1, clips[0], "a"), 1))
+    await reg.end_session(ROOM, "s1", marker_stream=audio, marker=end_marker(ROOM, "s1"))
+    player = Player(client, settings.keys, PlayerConfig(
+        ROOM, "es", hold_s=0.05, deadline_s=0.4, block_ms=50, until_ended=True,
+        position="0-0", end_wait_s=1.0), ListSink())
+    began = time.monotonic()
+    report = await asyncio.wait_for(player.run(), 30)
+    waited = time.monotonic() - began
+    assert keyed(report.played) == [("s1", 0, 0)]
+    assert not report.finished and len(report.unfinished) == 1
+    why = report.unfinished[0]
+    assert "session s1" in why and "end marker in audio, transcript" in why, why
+    assert f"none in {settings.keys.stream('translation', Partition(ROOM, 's1', 'es'))}" in why
+    assert "which the mt stage writes" in why and "group mt on transcript: 1 pending" in why
+    # the bound: end_wait_s plus the session's length (a fraction of a second here)
+    assert 1.0 <= waited < 1.0 + 20, waited
+    assert "gave up: session s1" in report.text()
+
+
+async def test_until_ended_gives_up_when_nobody_speaks(
+        client: Any, settings: BusSettings) -> None:
+    await Registry(client, settings.keys).create_room(ROOM, ["es"])
+    player = Player(client, settings.keys, PlayerConfig(
+        ROOM, "es", block_ms=50, until_ended=True, start_wait_s=0.5), ListSink())
+    report = await asyncio.wait_for(player.run(), 30)
+    assert report.unfinished == [f"no session spoke in room {ROOM} within 0 s"] or \
+        report.unfinished == [f"no session spoke in room {ROOM} within 1 s"], report.unfinished
