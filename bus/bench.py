@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from bus import clock
 from bus.connection import connect
 from bus.events import decode_event
 from bus.keys import BELL_MAXLEN, Keys, Partition
@@ -125,7 +126,7 @@ class _Chunks:
             made = self._made[p] = (flat, {name: 2 * i + 1 for i, name in enumerate(flat[::2])})
         flat, at = made
         out = flat.copy()
-        now = time.time()
+        now = clock.now()
         t = now if capture_start is None else capture_start
         out[at["seq"]] = str(seq)
         out[at["offset"]] = str(seq * _CHUNK_SAMPLES)
@@ -271,7 +272,7 @@ async def _one(settings: BusSettings, n_sessions: int, events: int, rate: float,
         # the stages, sharing the two cores, showed it in their hop latency
         while True:
             pipe = r.pipeline(transaction=False)
-            now_ms = int(time.time() * 1000)
+            now_ms = int(clock.now() * 1000)
             for p in parts:
                 pipe.hset(s.keys.alive(p.room), p.session, now_ms)
             await pipe.execute()
@@ -317,7 +318,7 @@ async def _one(settings: BusSettings, n_sessions: int, events: int, rate: float,
             t_start = time.perf_counter()
             # the first second at the offered rate is a warm-up, not measured: the stages
             # have just drained the throughput run's burst
-            measured_from = time.time() + _WARMUP_S
+            measured_from = clock.now() + _WARMUP_S
             next_t = t_start
             i = 0
             while time.perf_counter() - t_start < _WARMUP_S + duration:
@@ -325,7 +326,7 @@ async def _one(settings: BusSettings, n_sessions: int, events: int, rate: float,
                 k = int(owed)
                 owed -= k
                 pipe = r.pipeline(transaction=False)
-                now = time.time()
+                now = clock.now()
                 written = set()
                 for _ in range(k):
                     p = parts[i % n_sessions]

@@ -9,15 +9,18 @@ an addition, or a bisect and two; the event loop is their only writer).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, start_http_server
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from bus import clock
 
 
 class _HistogramChild:
@@ -140,6 +143,42 @@ PENDING = Gauge("s2st_group_pending", "Entries read but not acknowledged in owne
 LEASES_LOST = Counter("s2st_leases_lost_total", "Leases lost to expiry or fencing", ["stage"])
 SESSIONS_EXPIRED = Counter("s2st_sessions_expired_total", "Sessions ended for lack of heartbeat",
                            ["stage"])
+REGISTRY_BAD_ENTRIES = Counter(
+    "s2st_registry_bad_entries_total",
+    "Registry entries skipped as unreadable (written by hand, by a broken client): each "
+    "key, field and value once per process", ["kind"])
+LOOP_ERRORS = Counter("s2st_loop_errors_total",
+                      "Unexpected exceptions in a round of a worker's loop (the next round runs)",
+                      ["stage", "loop"])
+
+
+class ClockCollector(Collector):
+    """This process's offset to Redis's clock (bus/clock.py), read at each scrape."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        offset = GaugeMetricFamily(
+            "s2st_clock_offset_seconds", "Redis's clock minus this host's, as last measured "
+            "(every timestamp on the bus is in Redis's time)")
+        offset.add_metric([], clock.offset())
+        yield offset
+        last = clock.last()
+        trip = GaugeMetricFamily(
+            "s2st_clock_round_trip_seconds", "Round trip of the TIME sample the offset was "
+            "measured with (the offset is within half of it)")
+        trip.add_metric([], last.round_trip if last is not None else math.nan)
+        yield trip
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return self.collect()
+
+
+def register_clock(registry: Any) -> None:
+    """Export the clock gauges in ``registry`` too (once per registry)."""
+    with contextlib.suppress(ValueError):  # already there
+        registry.register(ClockCollector())
+
+
+register_clock(REGISTRY)
 
 
 def serve_metrics(port: int) -> int:

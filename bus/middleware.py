@@ -7,10 +7,9 @@ not raise.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from bus import metrics
+from bus import clock, metrics
 from bus.keys import Partition
 from bus.logs import debug_enabled, get_logger
 from bus.stage import Delivery, Emit
@@ -72,7 +71,7 @@ class MetricsMiddleware(Middleware):
         m = self._m(stage)
         m["handler"].observe(seconds)
         if emits:
-            now = time.time()
+            now = clock.now()
             for emit in emits:
                 if emit.event.capture_end:
                     m["e2e"].observe(max(0.0, now - emit.event.capture_end))

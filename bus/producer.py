@@ -8,9 +8,9 @@ workers reading it wake at once.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from bus import clock
 from bus.events import Record
 from bus.keys import BELL_MAXLEN
 from bus.settings import BusSettings
@@ -23,7 +23,7 @@ class Publisher:
 
     def _trim(self) -> dict[str, Any]:
         if self.settings.retention_s > 0:
-            return {"minid": int((time.time() - self.settings.retention_s) * 1000),
+            return {"minid": int((clock.now() - self.settings.retention_s) * 1000),
                     "approximate": True}
         if self.settings.maxlen > 0:
             return {"maxlen": self.settings.maxlen, "approximate": True}
@@ -37,7 +37,7 @@ class Publisher:
         """Add several events to one stream in one round trip, in order."""
         trim = self._trim()
         pipe = self.r.pipeline(transaction=False)
-        now = time.time()
+        now = clock.now()
         for event in events:
             if hasattr(event, "emitted"):
                 event.emitted = now  # type: ignore[attr-defined]

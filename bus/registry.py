@@ -6,20 +6,29 @@ agent registers its session (room, id, source language, speaker), keeps it
 alive with heartbeats and ends it; every change is announced on a global
 stream so workers pick sessions up without restarts.  A session whose
 heartbeats stop is ended by the workers' janitor (see expire_stale).
+
+Every read parses each entry on its own: one that cannot be read (written by hand with
+redis-cli, or by a broken client) is skipped, logged once per process and counted in
+``s2st_registry_bad_entries_total{kind}``, and the good entries are returned as usual, so bad
+data never stops discovery, the janitor, the retention sweep, players or the status tools.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bus import clock
 from bus.events import ControlEvent
-from bus.ids import check_id, check_lang
+from bus.ids import InvalidId, check_id, check_lang
 from bus.keys import BELL_MAXLEN, Keys, Partition
+from bus.logs import get_logger
+from bus.metrics import REGISTRY_BAD_ENTRIES
 from bus.scripts import Scripts
+
+log = get_logger("s2st.registry")
 
 ANNOUNCE_MAXLEN = 10_000
 PINNED = math.inf
@@ -55,7 +64,7 @@ class Registry:
         check_id(room, "room id")
         langs = [check_lang(lang) for lang in targets]
         pipe = self.r.pipeline(transaction=False)
-        pipe.hsetnx(self.keys.room_meta(room), "created", repr(time.time()))
+        pipe.hsetnx(self.keys.room_meta(room), "created", repr(clock.now()))
         if langs:
             pipe.zadd(self.keys.targets(room), {lang: PINNED for lang in langs})
         await pipe.execute()
@@ -67,18 +76,26 @@ class Registry:
         """A listener asked for ``lang`` in ``room``: keep it a target for ``ttl_s`` more seconds."""
         check_lang(lang)
         key = self.keys.targets(room)
-        until = time.time() + ttl_s
+        until = clock.now() + ttl_s
         added = await self.r.zadd(key, {lang: until}, gt=True, ch=True)
         if added:
             await self._announce(room, "-", "targets", langs=lang)
 
     async def room_targets(self, room: str, now: float | None = None) -> list[str]:
-        now = time.time() if now is None else now
-        raw = await self.r.zrangebyscore(self.keys.targets(room), now, "+inf")
-        return sorted(_s(x) for x in raw)
+        now = clock.now() if now is None else now
+        key = self.keys.targets(room)
+        return _targets_of(key, await self.r.zrangebyscore(key, now, "+inf"))
 
     async def rooms(self) -> list[str]:
-        return sorted(_s(x) for x in await self.r.smembers(self.keys.rooms))
+        """The registered rooms; a member that is no valid room id (added by hand) is skipped."""
+        rooms = []
+        for raw in await self.r.smembers(self.keys.rooms):
+            room = _text(raw)
+            if room is None or not _valid(check_id, room):
+                _bad("room", self.keys.rooms, raw, None, "not a valid room id")
+                continue
+            rooms.append(room)
+        return sorted(rooms)
 
     async def room_exists(self, room: str) -> bool:
         check_id(room, "room id")
@@ -92,7 +109,7 @@ class Registry:
         check_id(room, "room id")
         check_id(session, "session id")
         check_lang(source_lang, allow_auto=True)
-        now = time.time()
+        now = clock.now()
         info = SessionInfo(room, session, source_lang, speaker, "active", now, last_seen=now)
         record = {"source_lang": source_lang, "speaker": speaker, "started": now}
         pipe = self.r.pipeline(transaction=not self.cluster)
@@ -113,16 +130,15 @@ class Registry:
         return info
 
     async def heartbeat(self, room: str, session: str) -> None:
-        await self.r.hset(self.keys.alive(room), session, int(time.time() * 1000))
+        await self.r.hset(self.keys.alive(room), session, int(clock.now() * 1000))
 
     async def end_session(
         self, room: str, session: str, reason: str = "stopped", marker_stream: str | None = None,
         marker: ControlEvent | None = None,
     ) -> None:
         """Mark a session ended; optionally append the end marker to its stream atomically."""
-        raw = await self.r.hget(self.keys.sessions(room), session)
-        record = json.loads(raw) if raw else {}
-        record.update(ended=time.time(), reason=reason)
+        record = session_record(await self.r.hget(self.keys.sessions(room), session))
+        record.update(ended=clock.now(), reason=reason)
         pipe = self.r.pipeline(transaction=not self.cluster)
         if marker_stream is not None and marker is not None:
             pipe.xadd(marker_stream, marker.to_fields())
@@ -148,12 +164,12 @@ class Registry:
         pipe.hgetall(self.keys.status(room))
         pipe.hgetall(self.keys.alive(room))
         records, status, alive = await pipe.execute()
-        return _sessions_of(room, records, status, alive)
+        return _sessions_of(self.keys, room, records, status, alive)
 
     async def snapshot(self, rooms: list[str], now: float | None = None,
                        ) -> dict[str, tuple[list[str], list[SessionInfo]]]:
         """The target languages and sessions of each of ``rooms``, in one round trip."""
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         pipe = self.r.pipeline(transaction=False)
         for room in rooms:
             pipe.zrangebyscore(self.keys.targets(room), now, "+inf")
@@ -164,8 +180,8 @@ class Registry:
         out = {}
         for i, room in enumerate(rooms):
             targets, records, status, alive = replies[4 * i:4 * i + 4]
-            out[room] = (sorted(_s(x) for x in targets),
-                         _sessions_of(room, records, status, alive))
+            out[room] = (_targets_of(self.keys.targets(room), targets),
+                         _sessions_of(self.keys, room, records, status, alive))
         return out
 
     async def session(self, room: str, session: str) -> SessionInfo | None:
@@ -178,12 +194,14 @@ class Registry:
         self, info: SessionInfo, timeout_s: float, audio_stream: str, now: float | None = None
     ) -> bool:
         """End ``info`` if its heartbeats stopped more than ``timeout_s`` ago (atomic, once)."""
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         marker = ControlEvent(
             room=info.room, session=info.session, seq=0, capture_start=now, capture_end=now,
             action="end", reason="timeout", emitted=now,
         )
-        args: list[Any] = [info.session, int((now - timeout_s) * 1000)]
+        # the script compares the heartbeat with Redis's own clock (TIME) minus the timeout;
+        # with ours only if TIME is refused (bus/lua/expire_session.lua)
+        args: list[Any] = [info.session, int((now - timeout_s) * 1000), int(timeout_s * 1000)]
         for k, v in marker.to_fields().items():
             args += [k, v]
         done = await self._scripts.expire_session(
@@ -195,7 +213,7 @@ class Registry:
         return bool(done)
 
     async def _announce(self, room: str, session: str, action: str, **fields: str) -> None:
-        now = time.time()
+        now = clock.now()
         event = ControlEvent(
             room=room, session=session if session != "-" else "room", seq=0, capture_start=now,
             capture_end=now, emitted=now, action=action, **fields,  # type: ignore[arg-type]
@@ -204,29 +222,145 @@ class Registry:
                           approximate=True)
 
 
-def _sessions_of(room: str, records: dict[Any, Any], status: dict[Any, Any],
+_STATUSES = frozenset({"active", "ended"})
+_REPORTED: set[tuple[str, str, str]] = set()  # bad entries already logged by this process
+_REPORTED_MAX = 10_000
+
+
+def session_record(raw: Any) -> dict[str, Any]:
+    """A session's stored record as a dict: ``{}`` for none, or for one that is not a JSON
+    object (a record overwritten by hand), so that whoever adds to it still can."""
+    try:
+        record = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _sessions_of(keys: Keys, room: str, records: dict[Any, Any], status: dict[Any, Any],
                  alive: dict[Any, Any]) -> list[SessionInfo]:
     out = []
     for raw_sid, raw in records.items():
-        sid = _s(raw_sid)
-        try:
-            rec = json.loads(raw)
-        except (ValueError, TypeError):
-            continue
-        out.append(
-            SessionInfo(
-                room=room,
-                session=sid,
-                source_lang=rec.get("source_lang", "auto"),
-                speaker=rec.get("speaker", ""),
-                status=_s(status.get(raw_sid, b"ended")),
-                started=float(rec.get("started", 0.0)),
-                ended=float(rec.get("ended", 0.0)),
-                reason=rec.get("reason", ""),
-                last_seen=int(alive.get(raw_sid, 0)) / 1000.0,
-            )
-        )
+        info = _session_of(keys, room, raw_sid, raw, status.get(raw_sid), alive.get(raw_sid))
+        if info is not None:
+            out.append(info)
     return sorted(out, key=lambda s: (s.started, s.session))
+
+
+def _session_of(keys: Keys, room: str, raw_sid: Any, raw: Any, raw_status: Any,
+                raw_alive: Any) -> SessionInfo | None:
+    """One session from its three registry entries, or None (logged and counted once) when
+    one of them cannot be read: written by hand (``redis-cli HSET``) or by a broken client.
+    Such a session is left out, as if it were not registered, until it is fixed."""
+    sid = _text(raw_sid)
+    if sid is None or not _valid(check_id, sid):
+        _bad("session_id", keys.sessions(room), raw_sid, raw, "not a valid session id")
+        return None
+    try:
+        rec = json.loads(raw)
+    except (ValueError, TypeError):  # (not UTF-8 is a ValueError too)
+        rec = None
+    if not isinstance(rec, dict):
+        _bad("record", keys.sessions(room), raw_sid, raw, "not a JSON object")
+        return None
+    try:
+        source_lang = check_lang(_text_field(rec, "source_lang", "auto"), allow_auto=True)
+        speaker = _text_field(rec, "speaker", "")
+        reason = _text_field(rec, "reason", "")
+        started = _number(rec.get("started", 0.0), "started")
+        ended = _number(rec.get("ended", 0.0), "ended")
+    except ValueError as exc:  # (InvalidId is one)
+        _bad("record", keys.sessions(room), raw_sid, raw, str(exc))
+        return None
+    state = "ended" if raw_status is None else _text(raw_status)
+    if state not in _STATUSES:
+        _bad("status", keys.status(room), raw_sid, raw_status, "expected active or ended")
+        return None
+    last_seen = 0.0
+    if raw_alive is not None:
+        try:
+            last_seen = _number(_text(raw_alive), "alive") / 1000.0
+        except ValueError as exc:
+            _bad("alive", keys.alive(room), raw_sid, raw_alive, str(exc))
+            return None
+    return SessionInfo(room=room, session=sid, source_lang=source_lang, speaker=speaker,
+                       status=state, started=started, ended=ended, reason=reason,
+                       last_seen=last_seen)
+
+
+def _targets_of(key: str, raw: list[Any]) -> list[str]:
+    """The valid language codes of a targets sorted set; others (added by hand) skipped."""
+    out = []
+    for member in raw:
+        lang = _text(member)
+        if lang is None or not _valid(check_lang, lang):
+            _bad("target", key, member, None, "not a valid language code")
+            continue
+        out.append(lang)
+    return sorted(out)
+
+
+def _bad(kind: str, key: str, field: Any, value: Any, why: str) -> None:
+    """A registry entry that cannot be read is skipped by every reader. It is logged and
+    counted once per process for each key, field and value, not at every read (workers read
+    the registry every 500 ms)."""
+    seen = (key, _shown(field), _shown(value))
+    if seen in _REPORTED:
+        return
+    if len(_REPORTED) >= _REPORTED_MAX:
+        _REPORTED.clear()
+    _REPORTED.add(seen)
+    REGISTRY_BAD_ENTRIES.labels(kind).inc()
+    log.warning("bad registry entry skipped", kind=kind, key=key, field=seen[1],
+                value=seen[2], reason=why)
+
+
+def _valid(check: Any, value: str) -> bool:
+    try:
+        check(value)
+    except InvalidId:
+        return False
+    return True
+
+
+def _text(value: Any) -> str | None:
+    """A Redis string as text; None if it is not UTF-8."""
+    if not isinstance(value, bytes):
+        return str(value)
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _text_field(record: dict[str, Any], name: str, default: str) -> str:
+    value = record.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ValueError(f"{name} is not a string: {value!r}")
+    return value
+
+
+def _number(value: Any, name: str) -> float:
+    """A finite number (or its text), else ValueError."""
+    if value is None or isinstance(value, bool):
+        raise ValueError(f"{name} is not a number: {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} is not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} is not a finite number: {value!r}")
+    return number
+
+
+def _shown(value: Any) -> str:
+    """How a bad value appears in the log line (cut to 200 characters)."""
+    if value is None:
+        return ""
+    text = value.decode(errors="backslashreplace") if isinstance(value, bytes) else str(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def partitions_for(info: SessionInfo, targets: list[str], per_lang: bool) -> list[Partition]:
@@ -234,10 +368,6 @@ def partitions_for(info: SessionInfo, targets: list[str], per_lang: bool) -> lis
     if not per_lang:
         return [Partition(info.room, info.session)]
     return [Partition(info.room, info.session, lang) for lang in targets]
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 __all__ = ["Registry", "SessionInfo", "asdict", "partitions_for"]

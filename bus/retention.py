@@ -19,10 +19,11 @@ that does nothing once the session is forgotten, so any number of workers may sw
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
+from bus import clock
+from bus.ids import InvalidId, check_lang
 from bus.keys import Keys, Partition
 from bus.registry import SessionInfo
 from bus.scripts import Scripts
@@ -76,7 +77,7 @@ class RetentionSweeper:
         sessions forgotten). ``busy``: partitions this worker owns (left alone)."""
         if self.retention_s <= 0:
             return set(), set()
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         expired = {s.session: s for s in sessions
                    if not s.active and ended_at(s) < now - self.retention_s}
         if not expired:
@@ -111,9 +112,19 @@ class RetentionSweeper:
                     targets: list[str]) -> set[Partition]:
         if not self.per_lang:
             return {Partition(room, session)}
-        langs = {f.lang for f in fields if f.lang} | set(targets)
+        # (a field with no valid language code, written by hand, names no stream)
+        langs = {f.lang for f in fields if f.lang and _is_lang(f.lang)} | set(targets)
         return {Partition(room, session, lang) for lang in langs}
 
 
+def _is_lang(value: str) -> bool:
+    try:
+        check_lang(value)
+    except InvalidId:
+        return False
+    return True
+
+
 def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    # (a field name that is not UTF-8, written by hand, is no field of ours: never matched)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

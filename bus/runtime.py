@@ -39,11 +39,12 @@ from typing import Any
 import msgpack
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from bus import clock
 from bus.connection import AnyRedis, connect
 from bus.events import DeadLetter, MalformedEvent, decode_event
 from bus.keys import BELL_MAXLEN, Keys, Partition
 from bus.logs import get_logger
-from bus.metrics import LAG, PENDING, SESSIONS_EXPIRED, serve_metrics
+from bus.metrics import LAG, LOOP_ERRORS, PENDING, SESSIONS_EXPIRED, serve_metrics
 from bus.middleware import Middleware, default_middleware
 from bus.registry import Registry, SessionInfo, partitions_for
 from bus.retention import RetentionSweeper
@@ -147,6 +148,7 @@ class Worker:
         self._lost_at: dict[Partition, tuple[int, int]] = {}  # lost: commits, reads sent by then
         self.metrics_port: int | None = None
         self._redis_trouble = 0.0  # last time Redis could not be reached
+        self._loop_errors: set[tuple[str, str, str]] = set()  # unexpected ones logged already
         # Set just before the loops are cancelled: on Python 3.11 asyncio.wait_for (which
         # redis-py wraps every command in) can swallow a cancellation, so each loop also
         # checks its flag before going round again.
@@ -190,7 +192,7 @@ class Worker:
         if handle_signals:
             _freeze_startup_objects()
         log.info("worker started", stage=self.group, worker=self.worker_id,
-                 metrics_port=self.metrics_port)
+                 metrics_port=self.metrics_port, **clock.log_fields())
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._discovery_loop(), name="discovery"),
@@ -282,13 +284,13 @@ class Worker:
                 replies = await self._run_scripts(
                     self.scripts.renew,
                     [([o.lease_key for o in group], [self.worker_id, ttl]) for group in groups],
-                    lambda c, key=workers: c.zadd(key, {self.worker_id: time.time()}))
+                    lambda c, key=workers: c.zadd(key, {self.worker_id: clock.now()}))
                 for group, ok in zip(groups, replies[1:], strict=True):
                     for owned, kept in zip(group, ok, strict=True):
                         if not int(kept):
                             self._lose(owned)
             except (RedisError, OSError) as exc:
-                self._redis_trouble = time.time()
+                self._redis_trouble = clock.now()
                 log.warning("heartbeat failed", error=str(exc))
             await asyncio.sleep(period)
 
@@ -311,7 +313,7 @@ class Worker:
         """Workers of this stage that heartbeated within one lease TTL: one that did not has
         lost its leases too, and counting it would keep the others at a share too small to
         take over its streams. Entries are removed after a few TTLs (status shows them)."""
-        now = time.time()
+        now = clock.now()
         ttl = self.settings.lease_ttl_ms / 1000
         key = self.keys.workers(self.group)
         pipe = self.r.pipeline(transaction=False)
@@ -340,14 +342,18 @@ class Worker:
             try:
                 await self._discover()
             except (RedisError, OSError) as exc:
-                self._redis_trouble = time.time()
+                self._redis_trouble = clock.now()
                 log.warning("discovery failed", error=str(exc))
+            except Exception as exc:
+                # The last line of defence (the registry skips bad entries itself): a round
+                # that raises something else is lost, not the worker's discovery.
+                self._round_failed("discovery", "discovery round failed", exc)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._discover_now.wait(), timeout=period)
             self._discover_now.clear()
 
     async def _discover(self) -> None:
-        now = time.time()
+        now = clock.now()
         wanted: list[tuple[Partition, SessionInfo]] = []
         snapshot = await self.registry.snapshot(await self.registry.rooms(), now)
         owned_by_session: dict[tuple[str, str], list[_Owned]] = {}
@@ -422,7 +428,7 @@ class Worker:
             return False
         key = self.keys.stream(self.stage.input_family, part)
         missing = not info.active and not await self.r.exists(key)
-        if missing and time.time() - (info.ended or info.last_seen or info.started) \
+        if missing and clock.now() - (info.ended or info.last_seen or info.started) \
                 <= self._never_after_s:
             # The session ended and nothing was written here yet. An upstream stage may still
             # be working on it (a short session captured or replayed faster than real time
@@ -574,7 +580,7 @@ class Worker:
         if owned.closing:
             return
         try:
-            emits = await self.stage.on_tick(owned.ctx, time.time())
+            emits = await self.stage.on_tick(owned.ctx, clock.now())
         except Exception as exc:
             log.warning("tick failed", part=str(owned.part), error=f"{type(exc).__name__}: {exc}")
             return
@@ -718,7 +724,7 @@ class Worker:
         dead = DeadLetter(
             stage=self.group, worker=self.worker_id, stream=owned.key, entry_id=entry.entry_id,
             error=error[:2000], attempts=entry.attempts if attempts is None else attempts,
-            failed_at=time.time(), session=owned.part.session, original=raw,
+            failed_at=clock.now(), session=owned.part.session, original=raw,
         )
         for mw in self.middleware:
             mw.on_dead_letter(self.group, owned.part, entry.entry_id, error, reason)
@@ -1017,12 +1023,12 @@ class Worker:
         trim_mode, trim_value = "none", "0"
         if self.settings.retention_s > 0:
             trim_mode = "minid"
-            trim_value = str(int((time.time() - self.settings.retention_s) * 1000))
+            trim_value = str(int((clock.now() - self.settings.retention_s) * 1000))
         elif self.settings.maxlen > 0:
             trim_mode, trim_value = "maxlen", str(self.settings.maxlen)
         ops: list[list[Any]] = []
         belled: set[int] = set()  # outputs whose bell has its "B" op
-        now = time.time()
+        now = clock.now()
         current: _Owned | None = None
         for item in items:
             owned = item.owned
@@ -1098,6 +1104,22 @@ class Worker:
                                  streams=len(swept), forgotten=len(forgotten))
             except (RedisError, OSError) as exc:
                 log.warning("retention sweep failed", error=str(exc))
+            except Exception as exc:
+                self._round_failed("retention", "retention sweep failed", exc)
+
+    def _round_failed(self, loop: str, event: str, exc: Exception) -> None:
+        """One round of ``loop`` raised something unexpected (call it from the ``except``):
+        counted; logged with its traceback the first time only (the same error again at every
+        round would flood the log); the loop goes on at its next round."""
+        LOOP_ERRORS.labels(self.group, loop).inc()
+        seen = (loop, type(exc).__name__, str(exc)[:200])
+        if seen in self._loop_errors:
+            return
+        if len(self._loop_errors) >= 1000:
+            self._loop_errors.clear()
+        self._loop_errors.add(seen)
+        log.error(event, stage=self.group, worker=self.worker_id, error=repr(exc),
+                  exc_info=True)
 
     # -- lag --------------------------------------------------------------------------
     async def _lag_loop(self) -> None:

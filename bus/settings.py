@@ -63,6 +63,11 @@ class BusSettings(BaseSettings):
     session_timeout_s: float = Field(
         60.0, gt=0, description="a session with no heartbeat for this long is ended"
     )
+    clock_skew_s: float = Field(
+        0.0, ge=-86400, le=86400, description="tests and experiments: shift this process's "
+        "reading of its own clock by this many seconds (as a host whose clock is that far "
+        "off); timestamps still use Redis's time, measured at connect (bus/clock.py)"
+    )
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Prometheus /metrics port; 0 = any free port; unset = off"
     )

@@ -9,11 +9,11 @@ trimming, metrics.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bus import clock
 from bus.events import ControlEvent, Event, Hop, decode_event
 from bus.keys import Keys, Partition
 
@@ -47,7 +47,7 @@ class Delivery:
     event: Event
     attempts: int = 0  # earlier failed or interrupted attempts
     retry: bool = False  # this worker already handed it to the stage (and it failed)
-    t_in: float = field(default_factory=time.time)
+    t_in: float = field(default_factory=clock.now)
 
     @property
     def is_end(self) -> bool:
@@ -107,7 +107,7 @@ class PartitionContext:
             "capture_start": source.capture_start,
             "capture_end": source.capture_end,
             "trace": [*source.trace, Hop(stage=self.stage, worker=self.worker_id, t_in=t_in,
-                                         t_out=time.time())],
+                                         t_out=clock.now())],
         }
         base.update(fields)
         return cls(**base)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from bus import clock
 from bus.connection import connect
 from bus.events import AudioChunk, ControlEvent, Event, Hop
 from bus.runtime import Worker
@@ -59,22 +59,22 @@ class RelayStage(Stage):
 
 
 def _with_hop(ctx: PartitionContext, event: Event, t_in: float) -> Event:
-    hop = Hop(stage=ctx.stage, worker=ctx.worker_id, t_in=t_in, t_out=time.time())
+    hop = Hop(stage=ctx.stage, worker=ctx.worker_id, t_in=t_in, t_out=clock.now())
     return event.model_copy(update={"trace": [*event.trace, hop]})
 
 
 def make_chunk(room: str, session: str, seq: int, *, samples: int = 160,
                capture_start: float | None = None) -> AudioChunk:
-    t = time.time() if capture_start is None else capture_start
+    t = clock.now() if capture_start is None else capture_start
     return AudioChunk(
         room=room, session=session, seq=seq, capture_start=t, capture_end=t + samples / 16000,
         utterance=0, offset=seq * samples, samples=samples, rate=16000, speech_prob=0.9,
-        vad="speech", pcm=bytes(2 * samples), emitted=time.time(),
+        vad="speech", pcm=bytes(2 * samples), emitted=clock.now(),
     )
 
 
 def end_marker(room: str, session: str, seq: int = 0) -> ControlEvent:
-    t = time.time()
+    t = clock.now()
     return ControlEvent(room=room, session=session, seq=seq, capture_start=t, capture_end=t,
                         action="end", reason="test", emitted=t)
 

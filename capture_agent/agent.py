@@ -23,7 +23,6 @@ import contextlib
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future as ThreadFuture
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from bus import clock as bus_clock
 from bus.connection import RedisUnavailable, connect
 from bus.logs import get_logger
 from bus.settings import BusSettings
@@ -161,6 +161,7 @@ class CaptureAgent:
             speaker=s.speaker,
             source=self.source.label,
             stream=publisher.key,
+            **bus_clock.log_fields(),
         )
 
     async def _run_session(
@@ -277,7 +278,7 @@ class CaptureAgent:
         self.end_reason = reason
         timeout = 0.5 if unsent or self._abort.is_set() else self.options.drain_timeout_s
         next_seq = self.processor.chunker.next_seq
-        capture_time = self._last_capture_time or time.time()
+        capture_time = self._last_capture_time or bus_clock.now()
         try:
             if reason == "error" and self.stats.published == 0:
                 await within(publisher.remove_session(), timeout, what="removing the session")

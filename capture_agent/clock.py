@@ -1,14 +1,17 @@
 """Clocks and the drift-free pacing used to play files at real-time speed.
 
-A `Clock` gives wall time (epoch seconds, for event timestamps), a monotonic time (for
-scheduling) and sleep. `SystemClock` is the real one; `ManualClock` is a fake whose sleep
-advances time instantly, for tests and for measuring the pacing loop without waiting.
+A `Clock` gives wall time (epoch seconds, for event timestamps: in Redis's time, see
+bus/clock.py), a monotonic time (for scheduling) and sleep. `SystemClock` is the real one;
+`ManualClock` is a fake whose sleep advances time instantly, for tests and for measuring the
+pacing loop without waiting.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Protocol
+
+from bus import clock as bus_clock
 
 
 class Clock(Protocol):
@@ -21,7 +24,7 @@ class Clock(Protocol):
 
 class SystemClock:
     def wall(self) -> float:
-        return time.time()
+        return bus_clock.now()  # Redis's time: compared with other hosts' stamps
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -60,6 +63,9 @@ class ManualClock:
         self._now += seconds
 
 
+_PAIRED_S = 0.01  # a wall reading between two monotonic ones at most this far apart
+
+
 class Pacer:
     """Releases sample counts at real-time speed, scheduled on the absolute start time.
 
@@ -76,8 +82,16 @@ class Pacer:
         self.late_s = 0.0  # worst lateness seen (deadline already past on arrival)
 
     def start(self) -> None:
-        self._t0 = self.clock.monotonic()
-        self.wall0 = self.clock.wall()
+        # t0 and wall0 must be one instant: every capture time is wall0 + the time paced since
+        # t0. A thread preempted between the two readings (a busy host) would put the whole
+        # timeline that far ahead, capture times later than the chunks are sent: read again
+        # while the readings are far apart.
+        for _ in range(5):
+            t0 = self.clock.monotonic()
+            wall0 = self.clock.wall()
+            if self.clock.monotonic() - t0 < _PAIRED_S:
+                break
+        self._t0, self.wall0 = t0, wall0
 
     @property
     def started(self) -> bool:

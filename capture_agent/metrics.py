@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from bus.metrics import register_clock
 from capture_agent.pipeline import CaptureStats
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ class CaptureMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        register_clock(r)  # s2st_clock_offset_seconds: this host's clock against Redis's
         self.level = Gauge(
             "s2st_capture_level_dbfs", "Input RMS level of the latest 32 ms frame", registry=r
         )

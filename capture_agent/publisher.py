@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
+from bus import clock
 from bus.events import AudioChunk, ControlEvent
 from bus.keys import Partition
 from bus.logs import get_logger
@@ -337,7 +338,7 @@ class SessionPublisher:
     async def end_session(self, reason: str, next_seq: int, capture_time: float) -> None:
         """Append the end marker (seq `next_seq`) and mark the session ended; retried."""
         s = self.session
-        now = time.time()
+        now = clock.now()
         marker = ControlEvent(
             room=s.room,
             session=s.session,

@@ -42,8 +42,9 @@ from bus.keys import Keys
 DEFAULT_WORKERS = ("asr:audio:transcript", "mt:transcript:translation", "tts:translation:speech")
 
 # every client: connection set-up of redis-py (its CLIENT SETINFO, unknown to Redis 7.0 and
-# refused here, is ignored by redis-py)
-_CONNECT = "+ping +hello +auth +client|setname +client|getname +client|id"
+# refused here, is ignored by redis-py), and TIME: every process measures its clock against
+# Redis's (bus/clock.py), and the janitor's script reads it
+_CONNECT = "+ping +hello +auth +client|setname +client|getname +client|id +time"
 
 # what the consumer runtime (bus/runtime.py, bus/registry.py, bus/lua/*.lua) and the
 # stages' recovery reads use

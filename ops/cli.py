@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "ops.export",
     "ops.acl",
     "ops.evaluation.cli",
+    "ops.soak.cli",
 )
 
 DESCRIPTION = """\

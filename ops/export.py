@@ -29,7 +29,7 @@ import numpy as np
 from bus.events import AudioChunk, ControlEvent, Event, Speech, Transcript, Translation
 from bus.ids import InvalidId, check_id, check_lang
 from bus.keys import Keys, Partition
-from bus.registry import Registry
+from bus.registry import Registry, session_record
 from bus.settings import BusSettings, add_bus_options
 from ops.runner import run_async
 from ops.session_read import Entry, read_all, speech_langs, translation_langs
@@ -103,8 +103,7 @@ async def load(client: Any, keys: Keys, room: str, session: str,
     if info is None and not any(streams.values()):
         raise ExportError(f"unknown session {session!r} in room {room!r} "
                           "(s2st sessions --room ROOM lists them)")
-    raw = await client.hget(keys.sessions(room), session)
-    record = json.loads(raw) if raw else {}
+    record = session_record(await client.hget(keys.sessions(room), session))
     if info is not None:
         record["status"] = info.status
     return SessionData(room, session, record, streams, sorted(targets))

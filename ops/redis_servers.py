@@ -51,6 +51,7 @@ class RedisServer:
     binary: str = field(default_factory=redis_server_binary)
     args: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
+    password: str | None = None  # requirepass (and masterauth): a server that wants a login
 
     @property
     def url(self) -> str:
@@ -60,8 +61,10 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
                str(self.workdir), "--save", "", "--daemonize", "no", *self.args]
+        if self.password is not None:
+            cmd += ["--requirepass", self.password, "--masterauth", self.password]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, password=self.password)
         deadline = time.time() + 10
         while True:
             try:
@@ -94,6 +97,7 @@ class RedisCluster:
 
     workdir: Path
     nodes: list[RedisServer] = field(default_factory=list)
+    password: str | None = None  # every node wants this password (requirepass, masterauth)
 
     @property
     def url(self) -> str:
@@ -103,15 +107,18 @@ class RedisCluster:
         for i in range(3):
             node = RedisServer(self.workdir / f"node{i}", port=free_port(below=55536), args=(
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000", "--appendonly", "no"))
+                "--cluster-node-timeout", "2000", "--appendonly", "no"),
+                password=self.password)
             self.nodes.append(node.start())
         cli = shutil.which("redis-cli") or "redis-cli"
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
-        subprocess.run([cli, "--cluster", "create", *addrs, "--cluster-replicas", "0",
+        auth = [] if self.password is None else ["-a", self.password, "--no-auth-warning"]
+        subprocess.run([cli, *auth, "--cluster", "create", *addrs, "--cluster-replicas", "0",
                         "--cluster-yes"], check=True, capture_output=True, timeout=60)
         deadline = time.time() + 20
         while time.time() < deadline:
-            states = [redis.Redis(port=n.port).cluster("info")["cluster_state"] for n in self.nodes]
+            states = [redis.Redis(port=n.port, password=self.password).cluster("info")[
+                "cluster_state"] for n in self.nodes]
             if all(s == "ok" for s in states):
                 return self
             time.sleep(0.1)

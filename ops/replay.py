@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bus import clock
 from bus.events import (
     AudioChunk,
     ControlEvent,
@@ -44,7 +45,7 @@ from bus.events import (
 from bus.ids import InvalidId, check_id
 from bus.keys import Keys, Partition
 from bus.producer import Publisher
-from bus.registry import Registry, SessionInfo
+from bus.registry import Registry, SessionInfo, session_record
 from bus.settings import BusSettings, add_bus_options
 from ops.runner import run_async
 from ops.session_read import Entry, parse_entry_id, read_all, translation_langs
@@ -228,7 +229,7 @@ class Replay:
                  f"{FAMILY[plan.stage]} events, {plan.pace} pace)")
         result = ReplayResult(to_room, new)
         try:
-            writes = plan_writes(rows, to_room, new, plan.stage, time.time())
+            writes = plan_writes(rows, to_room, new, plan.stage, clock.now())
             await self._write(writes, plan.pace == "realtime", to_room, new)
         except BaseException:
             await self._end(to_room, new, plan.stage, rows, "error")
@@ -313,8 +314,7 @@ class Replay:
 
     async def _mark_replay(self, room: str, session: str, plan: ReplayPlan) -> None:
         """Note in the new session's record what it replays."""
-        raw = await self.r.hget(self.keys.sessions(room), session)
-        record = json.loads(raw) if raw else {}
+        record = session_record(await self.r.hget(self.keys.sessions(room), session))
         record["replay_of"] = f"{plan.room}/{plan.session}"
         record["replay_stage"] = plan.stage
         await self.r.hset(self.keys.sessions(room), session, json.dumps(record))
@@ -324,7 +324,7 @@ class Replay:
         next_beat = time.monotonic() + HEARTBEAT_S
         i = 0
         while i < len(writes):
-            now = time.time()
+            now = clock.now()
             if paced and writes[i].due > now:
                 await asyncio.sleep(min(writes[i].due - now, MAX_SLEEP_S))
             else:
@@ -346,7 +346,7 @@ class Replay:
 
     async def _end(self, room: str, session: str, stage: Stage, rows: dict[str, list[Entry]],
                    reason: str) -> None:
-        now = time.time()
+        now = clock.now()
         if stage == "asr":
             [key] = rows
             last = await self._last_written(key)

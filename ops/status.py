@@ -13,6 +13,7 @@ import math
 import time
 from typing import Any
 
+from bus import clock
 from bus.connection import redacted_url
 from bus.keys import Keys
 from bus.settings import BusSettings, add_bus_options
@@ -60,7 +61,7 @@ async def collect(client: Any, keys: Keys, rooms: list[str] | None = None, *,
     """Everything `s2st status` shows, as plain data."""
     from bus.registry import Registry
 
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     registry = Registry(client, keys)
     names = rooms if rooms else await registry.rooms()
     return {
@@ -203,4 +204,5 @@ def _left(seconds: float | None) -> str:
 
 
 def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    # (shows what is there, even a name written by hand that is not UTF-8)
+    return value.decode(errors="backslashreplace") if isinstance(value, bytes) else str(value)

@@ -131,6 +131,7 @@ async def _play(args: argparse.Namespace, settings: BusSettings, config: Any) ->
     from bus.metrics import serve_metrics
     from player_agent.outputs import OutputError, PyAudioSink, WavSink
     from player_agent.player import Player, UnknownRoom
+    from player_agent.subscriber import parse_position
 
     try:
         sink = (WavSink(args.out, rate=args.rate, paced=not args.fast) if args.out
@@ -139,6 +140,8 @@ async def _play(args: argparse.Namespace, settings: BusSettings, config: Any) ->
         print(f"s2st play: {exc}", file=sys.stderr)
         return 2
     client = await connect(settings)
+    # a time ago (--from 90s) again, on the clock now measured against Redis's (bus/clock.py)
+    config.position = parse_position(args.start)
     if settings.metrics_port is not None:
         print(f"metrics on :{serve_metrics(settings.metrics_port)}/metrics", file=sys.stderr)
     stop = asyncio.Event()

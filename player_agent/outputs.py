@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from bus import clock
 
 OUTPUT_RATE = 24_000
 
@@ -105,11 +106,11 @@ class WavSink:
         self._wav.writeframes(data)
         self.written = at + len(data) // 2
         duration = len(data) / 2 / self.rate
-        now = time.time()
+        now = clock.now()
         if not self.paced:
             return now
         start = self.playhead.schedule(duration, now)
-        await asyncio.sleep(max(self.playhead.busy_until - time.time(), 0.0))
+        await asyncio.sleep(max(self.playhead.busy_until - clock.now(), 0.0))
         return start
 
     async def drain(self) -> None:
@@ -216,13 +217,13 @@ class PyAudioSink:
 
     async def play(self, pcm: bytes, rate: int, capture_start: float) -> float:
         data = resample_pcm(pcm, rate, self.rate)
-        start = self.playhead.schedule(len(data) / 2 / self.rate, time.time()) + self._latency
+        start = self.playhead.schedule(len(data) / 2 / self.rate, clock.now()) + self._latency
         # a blocking write returns once the last frames are in the device buffer
         await asyncio.get_running_loop().run_in_executor(None, self._stream.write, data)
         return start
 
     async def drain(self) -> None:
-        await asyncio.sleep(max(self.playhead.busy_until + self._latency - time.time(), 0.0))
+        await asyncio.sleep(max(self.playhead.busy_until + self._latency - clock.now(), 0.0))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -28,6 +28,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from bus import clock
 from bus.events import ControlEvent, Speech
 from bus.ids import check_id, check_lang
 from bus.keys import Keys
@@ -282,7 +283,7 @@ class Player:
     async def _play(self, stop: asyncio.Event) -> None:
         missing_seen = 0
         while not stop.is_set() and not self._stopping:
-            now = time.time()
+            now = clock.now()
             piece = self.buffer.pop(now)
             if self.buffer.stats.missing > missing_seen:
                 count_outcome("missing", self.config.lang, self.buffer.stats.missing - missing_seen)
@@ -323,7 +324,11 @@ class Player:
     async def _session_start(self, speech: Speech) -> float:
         """When the speaker's session started (the WAV timeline origin), from the registry."""
         if speech.session not in self._origins:
-            info = await self.registry.session(self.config.room, speech.session)
+            try:
+                info = await self.registry.session(self.config.room, speech.session)
+            except (RedisError, OSError) as exc:  # Redis restarting: the piece's own start
+                log.warning("session start unknown", session=speech.session, error=str(exc))
+                info = None
             start = speech.capture_start if info is None or not info.started else min(
                 info.started, speech.capture_start)
             self._origins[speech.session] = start

@@ -14,12 +14,12 @@ listener.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bus import clock
 from bus.events import Event, MalformedEvent, decode_event
 from bus.logs import get_logger
 
@@ -45,7 +45,7 @@ def parse_position(text: str, now: float | None = None) -> str:
         return "0-0"
     if _ENTRY_ID.fullmatch(value):
         return value
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     if m := _RELATIVE.fullmatch(value):
         return _id_before(now - float(m.group(1)) * _UNITS[m.group(2)])
     try:
@@ -112,7 +112,7 @@ class StreamReader:
         if not self.positions:
             return []
         reply = await self.r.xread(dict(self.positions), count=self.count, block=self.block_ms)
-        now = time.time()
+        now = clock.now()
         out: list[Entry] = []
         for raw_stream, entries in _items(reply):
             stream = _s(raw_stream)

@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from bus import clock
 from bus.events import AudioChunk, Speech
 from bus.keys import Keys, Partition
 from bus.registry import Registry
@@ -132,7 +133,7 @@ class ClipRunner:
         room = f"{self.run_id}-{selected.target}-{lane}"
         run = ClipRun(selected, room, session_id(clip.id, self._sessions))
         await self.registry.create_room(room, [selected.target])
-        since = time.time()
+        since = clock.now()
         capture = self.sup.start(f"cap{lane}", s2st_argv(
             "capture", "--room", room, "--session", run.session, "--lang", clip.language,
             "--speaker", "eval", "--file", str(clip.audio), "--no-meter"), self.env(),

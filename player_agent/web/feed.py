@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
+from bus import clock
 from bus.events import ControlEvent, Speech, Transcript, Translation
 from bus.ids import check_id, check_lang
 from bus.keys import Keys, Partition
@@ -78,21 +78,21 @@ class RoomFeed:
         await self.reader.add(self.keys.room_stream("speech", self.room, self.lang), LIVE)
         first = True
         while True:
-            now = time.time()
+            now = clock.now()
             if now >= self._next_scan:
                 self._next_scan = now + self.rescan_s
                 changed = await self._scan_sessions(LIVE if first else "0-0")
                 if changed or first:
                     yield self.sessions_message()
                 first = False
-            wake = self.buffer.next_wakeup(time.time())
-            wait_ms = self.block_ms if wake is None else (wake - time.time()) * 1000
+            wake = self.buffer.next_wakeup(clock.now())
+            wait_ms = self.block_ms if wake is None else (wake - clock.now()) * 1000
             self.reader.block_ms = int(min(max(wait_ms, 1), self.block_ms))
             for entry in await self.reader.read():
                 message = self._handle(entry)
                 if message is not None:
                     yield message
-            now = time.time()
+            now = clock.now()
             while (piece := self.buffer.pop(now)) is not None:
                 entry = piece.item
                 yield speech_frame(entry.event, entry.read_at, now)
@@ -108,7 +108,7 @@ class RoomFeed:
     async def _scan_sessions(self, position: str) -> bool:
         """Follow the room's live sessions (and those ended in the last ``linger_s``)."""
         changed = False
-        now = time.time()
+        now = clock.now()
         for info in await self.registry.sessions(self.room):
             streams = (
                 self.keys.stream("transcript", Partition(self.room, info.session)),

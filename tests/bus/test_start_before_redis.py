@@ -18,7 +18,7 @@ import redis
 from bus.connection import RedisUnavailable, connect
 from bus.keys import Keys
 from bus.settings import BusSettings
-from ops.redis_servers import RedisServer, free_port
+from ops.redis_servers import RedisCluster, RedisServer, free_port
 
 
 def _worker(url: str, prefix: str, **env: str) -> subprocess.Popen[str]:
@@ -97,6 +97,38 @@ async def test_a_refused_login_is_not_waited_for(tmp_path: Path) -> None:
         await client.aclose()
     finally:
         server.stop(kill=True)
+
+
+@pytest.mark.cluster
+async def test_a_refused_login_on_a_cluster_is_not_waited_for(tmp_path: Path) -> None:
+    """The cluster client wraps the refusal in a RedisClusterException, the same exception
+    as a cluster not up yet: still one line at once, exit 3, not 30 s of waiting."""
+    cluster = RedisCluster(tmp_path / "cluster", password="right").start()
+    try:
+        where = f"127.0.0.1:{cluster.nodes[0].port}/0"
+        for url in (f"redis://:wrong@{where}", f"redis://nobody:right@{where}",
+                    f"redis://{where}"):
+            began = time.monotonic()
+            with pytest.raises(RedisUnavailable, match="refused the login") as refused:
+                await connect(BusSettings(redis_url=url, redis_cluster=True), wait_s=30)
+            assert time.monotonic() - began < 5, url
+            assert "\n" not in str(refused.value) and "wrong" not in str(refused.value)
+        client = await connect(BusSettings(redis_url=f"redis://:right@{where}",
+                                           redis_cluster=True), wait_s=30)
+        assert await client.ping()
+        await client.aclose()
+        # a worker: the one-line error and exit 3, well within S2ST_REDIS_WAIT_S
+        began = time.monotonic()
+        proc = _worker(f"redis://:wrong@{where}", "tauth", S2ST_REDIS_WAIT_S="30",
+                       S2ST_REDIS_CLUSTER="1")
+        out = proc.communicate(timeout=60)[0]
+        assert proc.returncode == 3, out
+        assert time.monotonic() - began < 10, out
+        last = out.strip().splitlines()[-1]
+        assert last.startswith(f"s2st: Redis at redis://***@{where} refused the login: "), out
+        assert "Traceback" not in out and "waiting for it" not in out, out
+    finally:
+        cluster.stop()
 
 
 async def test_the_web_server_started_before_its_redis_waits_for_it(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from capture_agent.sources import (
     list_devices,
     resolve_device,
 )
+from tests.timing import met_in_one_run
 
 DEV_CLIP = "ljspeech_LJ001-0001"
 SHORT_CLIP = "ljspeech_LJ001-0002"
@@ -69,36 +70,56 @@ def test_pacer_does_not_catch_up_by_bursting_then_sleeping_again():
 
 
 def test_real_clock_short_run_keeps_pace(clip):
-    """A real 1.9 s file at real-time pace on the system clock: within 5 %."""
+    """A real 1.9 s file at real-time pace on the system clock: within 5 %.
+
+    Never early, in every run (a busy machine can only make it later). Not more than 5 %
+    late: that needs the CPU when a block is due, so it is met in one of up to three runs."""
     path = clip(SHORT_CLIP)
     duration = sf.info(str(path)).duration
-    started = time.monotonic()
-    blocks = list(FileSource(path, realtime=True, clock=SystemClock()))
-    elapsed = time.monotonic() - started
-    assert sum(len(b.samples) for b in blocks) == round(duration * RATE)
-    assert elapsed == pytest.approx(duration, rel=0.05)
-    started = time.monotonic()
-    list(FileSource(path, realtime=False))
-    assert time.monotonic() - started < duration / 5  # --fast really is fast
+
+    def run() -> tuple[float, float]:
+        started = time.monotonic()
+        blocks = list(FileSource(path, realtime=True, clock=SystemClock()))
+        elapsed = time.monotonic() - started
+        assert sum(len(b.samples) for b in blocks) == round(duration * RATE)
+        assert elapsed > round(duration * RATE) / RATE - 1e-3, elapsed  # none released early
+        started = time.monotonic()
+        list(FileSource(path, realtime=False))
+        return elapsed, time.monotonic() - started
+
+    # within 5 % of the file's length, and --fast really is fast
+    met_in_one_run(run, lambda r: r[0] <= 1.05 * duration and r[1] < duration / 5,
+                   f"(real-time s, fast s) of a {duration:.2f} s file")
 
 
 @pytest.mark.slow
 def test_real_clock_minute_of_speech_keeps_pace(clip, tmp_path):
     """A minute of real speech through the whole agent pipeline (VAD, chunking) at real-time
     pace on the system clock: it takes a minute within 5 %, and every chunk is cut when its
-    audio was due (its capture time against its place in the file)."""
+    audio was due: when it comes out, the wall clock has passed the capture time of its last
+    sample (never early), by little (not held back; about 20 ms measured here).
+
+    The early side is checked in every run; the late side needs the CPU when a chunk is due,
+    so it is met in one of up to three runs (a busy machine can hold any run up)."""
     audio, rate = sf.read(str(clip("ljspeech_LJ001-0001_to_0032_continuous")), dtype="int16")
     path = tmp_path / "minute.wav"
     sf.write(str(path), audio[: 60 * rate], rate)
-    started = time.monotonic()
-    chunks = list(CaptureProcessor().run(FileSource(path, realtime=True, clock=SystemClock())))
-    elapsed = time.monotonic() - started
-    assert elapsed == pytest.approx(60.0, rel=0.05)
-    assert len(chunks) > 60  # 500 ms chunks of speech (pauses are not sent)
-    t0 = chunks[0].capture_start - chunks[0].offset / RATE
-    drift = [c.capture_start - t0 - c.offset / RATE for c in chunks]
-    assert max(abs(d) for d in drift) < 0.05 * 60, max(drift)
-    assert abs(drift[-1] - drift[0]) < 0.5, (drift[0], drift[-1])
+
+    def run() -> tuple[float, float]:
+        started = time.monotonic()
+        lateness = []  # wall clock when a chunk came out, less its last sample's capture time
+        for chunk in CaptureProcessor().run(FileSource(path, realtime=True,
+                                                       clock=SystemClock())):
+            lateness.append(time.time() - chunk.capture_end)
+        elapsed = time.monotonic() - started
+        assert elapsed > 60.0 - 1e-3, elapsed  # the last block not released early
+        assert len(lateness) > 60  # 500 ms chunks of speech (pauses are not sent)
+        # (a little leeway for the wall clock being slewed against the monotonic one)
+        assert min(lateness) > -0.05, min(lateness)
+        return round(elapsed, 3), round(max(lateness), 3)
+
+    met_in_one_run(run, lambda r: r[0] <= 1.05 * 60.0 and r[1] < 1.0,
+                   "(seconds for a minute of speech, latest chunk s)")
 
 
 # --- microphone ---------------------------------------------------------------------

@@ -7,13 +7,9 @@ import contextlib
 import itertools
 import os
 import re
-import select
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,80 +24,9 @@ from bus.events import (
     decode,
     decode_event,
 )
+from ops.soak.proxy import DroppingProxy as DroppingProxy  # the fault tests use it
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class DroppingProxy:
-    """Forwards TCP connections to ``127.0.0.1:target``; :meth:`drop` cuts every connection
-    and refuses new ones for a while (a network outage between one client and Redis)."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        self.port = int(self._listener.getsockname()[1])
-        self._refuse_until = 0.0
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def drop(self, seconds: float) -> None:
-        with self._lock:
-            self._refuse_until = time.monotonic() + seconds
-            conns, self._conns = self._conns, []
-        for c in conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-            c.close()
-
-    def close(self) -> None:
-        self._closed = True
-        self.drop(0)
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if time.monotonic() < self._refuse_until:
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=2)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-
-    @staticmethod
-    def _pump(a: socket.socket, b: socket.socket) -> None:
-        peers = {a: b, b: a}
-        try:
-            while True:
-                ready, _, _ = select.select([a, b], [], [], 1.0)
-                for s in ready:
-                    data = s.recv(65536)
-                    if not data:
-                        return
-                    peers[s].sendall(data)
-        except (OSError, ValueError):
-            return
-        finally:
-            for s in (a, b):
-                with contextlib.suppress(OSError):
-                    s.close()
 
 
 @dataclass

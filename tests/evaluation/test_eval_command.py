@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -13,6 +14,8 @@ from typing import Any
 import pytest
 import redis
 import soundfile as sf
+
+from ops.evaluation import quality
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_URL = "redis://127.0.0.1:6379/0"
@@ -56,7 +59,17 @@ def test_eval_speaks_a_clip_through_the_stack_and_scores_it(
     # real recognition and translation of an 11.4 s FLEURS sentence
     assert data["wer"] < 0.5, clip["transcript"]
     assert clip["translation"] and clip["back_transcript"], clip
-    assert data["chrf"] > 20 and data["asr_bleu"] >= 0
+    assert data["chrf"] > 20
+    # ASR-BLEU scores what was heard: Whisper's transcript of the speech played, against the
+    # reference translation (this clip's only: the corpus score is the clip's) ...
+    assert clip["asr_bleu"] == data["asr_bleu"] == pytest.approx(quality.asr_bleu(
+        [clip["back_transcript"]], [clip["reference_translation"]]))
+    assert data["asr_bleu"] > 0  # (an empty transcript, nothing heard, scores 0)
+    # ... and that transcript is the translation the voice said: chrF 67 measured here (the
+    # other Spanish sentences of the dev set score 16 to 22 against it)
+    heard = quality.chrf([quality.normalize_for_asr_bleu(clip["back_transcript"])],
+                         [quality.normalize_for_asr_bleu(clip["translation"])])
+    assert heard > 45, (heard, clip["translation"], clip["back_transcript"])
     # the first translated speech is heard after the clip started, not long after it ended
     assert 0.5 < data["start_offset_s"] < 11.4 + 15
     # LAAL >= AL: over-generation is not rewarded
@@ -106,7 +119,16 @@ def test_bench_scale_writes_both_curves(tmp_path: Path, prefix: str, speech_dir:
     steps = data["models"]["steps"]
     assert [s["sessions"] for s in steps][:1] == [1]
     assert steps[0]["segments"] >= 1 and steps[0]["segment_latency_s"]["p95"] is not None
-    assert data["models"]["sustained_sessions"] in (0, 1, 2)
+    # how many sessions it sustains depends on this host and its load; what it reports must
+    # follow from the steps: the sessions of the last step of the unbroken run of steps within
+    # the p95 limit (without errors), and the ramp stops at the first step past it
+    limit = data["models"]["p95_limit_s"]
+    within = [s["segment_latency_s"]["p95"] is not None
+              and s["segment_latency_s"]["p95"] <= limit and not s["errors"] for s in steps]
+    kept_up = list(itertools.takewhile(bool, within))
+    assert data["models"]["sustained_sessions"] == (
+        steps[len(kept_up) - 1]["sessions"] if kept_up else 0), (limit, steps)
+    assert len(steps) in (len(kept_up), len(kept_up) + 1), within
     runs = data["bus"]["runs"]
     assert [r["workers_per_stage"] for r in runs] == [1, 2]
     assert all(r["events_per_s"] > 0 and r["hop_latency_ms"]["p99"] > 0 for r in runs)

@@ -23,6 +23,7 @@ from bus.settings import BusSettings
 from ops.cli import main as s2st_main
 from ops.replay import Point, Replay, ReplayError, ReplayPlan, committed_texts, wait_done
 from ops.session_read import read_all
+from tests.timing import met_in_one_run_async
 
 ROOM, SESSION = "hall", "alice"
 CHUNK = 8000  # 0.5 s at 16 kHz
@@ -258,11 +259,22 @@ async def test_replay_copies_the_audio_into_a_new_session(session: Any) -> None:
     # the original room's targets)
     plan = ReplayPlan(ROOM, SESSION, to_room="lab", start=Point(seconds=0.6),
                       end=Point(seconds=2.1), pace="realtime")
-    t = time.monotonic()
-    result = await Replay(client, settings).run(plan)
-    # chunks 1..3 (0.5..2.5 s): written as each one's last sample would be captured
-    assert time.monotonic() - t == pytest.approx(2.0, abs=0.4)
-    assert result.room == "lab" and result.session == f"{SESSION}-replay-1"
+    replays = []
+
+    async def paced() -> float:
+        t = time.monotonic()
+        replays.append(await Replay(client, settings).run(plan))
+        took = time.monotonic() - t
+        # chunks 1..3 (0.5..2.5 s): written as each one's last sample would be captured: it
+        # takes 2 s, never less (in every run) ...
+        assert took > 2.0 - 0.05, took
+        return round(took, 3)
+
+    # ... and not much more: a busy host can hold a replay up, so in one of up to three
+    await met_in_one_run_async(paced, lambda took: took < 2.0 + 0.4,
+                               "seconds to replay 2 s of audio at real-time pace")
+    result = replays[-1]
+    assert result.room == "lab" and result.session == f"{SESSION}-replay-{len(replays)}"
     assert await Registry(client, keys).room_targets("lab") == ["es"]
     rows = await read_all(client, keys.stream("audio", Partition("lab", result.session)))
     assert [(r.event.seq, getattr(r.event, "offset", None)) for r in rows] == [

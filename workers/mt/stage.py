@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from bus import clock
 from bus.events import ControlEvent, Event, Transcript, Translation
 from bus.logs import get_logger
 from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
@@ -154,7 +155,7 @@ class MTStage(Stage):
                 engine.on_committed(TranscriptIn.from_event(event.model_dump()), now)
             except InputRejected:
                 continue  # it was dead-lettered
-            state.sources[event.seq] = (event, time.time())
+            state.sources[event.seq] = (event, clock.now())
 
     # --- output ------------------------------------------------------------------------------
 

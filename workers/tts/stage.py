@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterator, Sequence
 
+from bus import clock
 from bus.events import ControlEvent, Speech, Translation
 from bus.logs import get_logger
 from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
@@ -170,7 +171,7 @@ class TTSStage(Stage):
         if not isinstance(ctx.state, Pacer):
             ctx.state = Pacer(self.engine.config.pace)
         pacer: Pacer = ctx.state
-        pace = pacer.plan(event.capture_end, time.time(), source_start=event.capture_start,
+        pace = pacer.plan(event.capture_end, clock.now(), source_start=event.capture_start,
                           chars=len(event.text))
         metrics.SPEED.labels(event.lang).observe(pace.speed)
         if pace.late:
@@ -187,11 +188,11 @@ class TTSStage(Stage):
                     if not await ctx.publish([Emit(out, speech)]):
                         raise StreamLost(f"lost {ctx.input_key} at part {piece.part}")
                     # the fast voice's rate says nothing of the usual voice's: not learned
-                    pacer.written(piece.duration, time.time(),
+                    pacer.written(piece.duration, clock.now(),
                                   chars=0 if pace.late else len(piece.text), speed=pace.speed)
                     if written == 0:
                         metrics.TTFA_SECONDS.labels(event.lang).observe(
-                            time.time() - delivery.t_in)
+                            clock.now() - delivery.t_in)
                     written += 1
                     self._observe(piece)
         except ValueError as exc:

@@ -1,0 +1,1 @@
+"""`s2st bench soak`: a long run of real-time speech through the real stack, with faults."""
