@@ -79,6 +79,11 @@ class Keys:
     def workers(self, stage: str) -> str:
         return f"{self.prefix}:workers:{check_name(stage, 'stage')}"
 
+    def health(self, stage: str) -> str:
+        """Hash of a stage's workers that are not running as configured: worker id -> JSON
+        (``Stage.health``: a model that could not load, a pair with no route...)."""
+        return f"{self.prefix}:health:{check_name(stage, 'stage')}"
+
     # -- per-room keys (all in the room's hash slot) -------------------------
     def room(self, room: str) -> str:
         return f"{self.prefix}:{{{check_id(room, 'room id')}}}"

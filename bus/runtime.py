@@ -9,7 +9,8 @@ workers, each taking about its fair share.  Inside a worker:
   acquires leases on unowned streams up to the fair share, sheds extras, and
   ends sessions whose capture agent went silent;
 * the *heartbeat* loop renews leases; a lease it cannot renew is dropped at
-  once (another worker may have it);
+  once (another worker may have it); it also publishes the stage's health
+  record (``Stage.health``) when it changes;
 * *fetch* loops read all owned streams with one XREADGROUP per hash slot and
   queue entries per stream;
 * one task per owned stream hands its entries, in order, to the stage;
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import math
 import random
 import signal
@@ -149,6 +151,7 @@ class Worker:
         self.metrics_port: int | None = None
         self._redis_trouble = 0.0  # last time Redis could not be reached
         self._loop_errors: set[tuple[str, str, str]] = set()  # unexpected ones logged already
+        self._health_sent = ""  # the stage's health record as last written ("": none)
         # Set just before the loops are cancelled: on Python 3.11 asyncio.wait_for (which
         # redis-py wraps every command in) can swallow a cancellation, so each loop also
         # checks its flag before going round again.
@@ -253,6 +256,8 @@ class Worker:
             await self._release(owned, owned.closing or "stopped")
         with contextlib.suppress(RedisError, OSError):
             await self.r.zrem(self.keys.workers(self.group), self.worker_id)
+            if self._health_sent:
+                await self.r.hdel(self.keys.health(self.group), self.worker_id)
         await self.stage.teardown()
         if self._own_client:
             with contextlib.suppress(Exception):
@@ -292,7 +297,40 @@ class Worker:
             except (RedisError, OSError) as exc:
                 self._redis_trouble = clock.now()
                 log.warning("heartbeat failed", error=str(exc))
+            else:
+                await self._publish_health()
             await asyncio.sleep(period)
+
+    async def _publish_health(self) -> None:
+        """Write the stage's health record (``P:health:<stage>``, field: this worker) when it
+        changed, for `s2st status`; remove it when it empties. Records of workers gone from
+        ``P:workers:<stage>`` are removed on the way (a record is written a few times in a
+        worker's life, not at every heartbeat)."""
+        try:
+            health = self.stage.health()
+            text = json.dumps(health, sort_keys=True, default=str) if health else ""
+        except Exception as exc:
+            self._round_failed("health", "stage health failed", exc)
+            return
+        if text == self._health_sent:
+            return
+        key = self.keys.health(self.group)
+        try:
+            if not text:
+                await self.r.hdel(key, self.worker_id)
+            else:
+                await self.r.hset(key, self.worker_id, text)
+                known = {_s(m) for m in await self.r.zrangebyscore(
+                    self.keys.workers(self.group), "-inf", "+inf")}
+                gone = [f for f in map(_s, await self.r.hgetall(key)) if f not in known
+                        and f != self.worker_id]
+                if gone:
+                    await self.r.hdel(key, *gone)
+        except (RedisError, OSError) as exc:  # tried again at the next heartbeat
+            # (an ACL file made before P:health existed refuses it: said once, not per beat)
+            self._round_failed("health", "health record not written", exc)
+            return
+        self._health_sent = text
 
     def _lose(self, owned: _Owned) -> None:
         """Our lease is gone: stop at once, keep nothing, write nothing more."""

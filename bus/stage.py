@@ -173,6 +173,14 @@ class Stage:
     async def teardown(self) -> None:
         """The worker is stopping."""
 
+    def health(self) -> dict[str, Any]:
+        """What operators should know of this worker because it is not running as configured
+        (a backend that could not load and what replaced it, input it cannot handle): plain
+        JSON data, empty when all is well. The runtime publishes it when it changes
+        (``P:health:<stage>``) and `s2st status` shows it. Called on the event loop: keep
+        it cheap."""
+        return {}
+
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

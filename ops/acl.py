@@ -15,7 +15,8 @@ Roles and what each may do (docs/operations.md, "Redis users per role"):
   language at once). The web page (`s2st web`) uses it too.
 * ``worker-<stage>``: its input and output streams and their bells, its leases, the room's
   progress and dead letters, the status and alive hashes and the audio streams (the janitor
-  ends silent sessions and announces it), ``P:workers:<stage>``, the announcements,
+  ends silent sessions and announces it), ``P:workers:<stage>`` and ``P:health:<stage>``,
+  the announcements,
   read-only registry keys, and HDEL on ``sessions`` (the retention sweep forgets sessions that ended two
   retention windows ago, bus/retention.py).
 * ``admin``: everything (``s2st room create``, ``s2st status``, operators).
@@ -113,7 +114,8 @@ def worker_rule(keys: Keys, spec: WorkerSpec) -> str:
           f"{r}:bell:{spec.input}", f"{r}:bell:{spec.output}",
           f"{keys.prefix}:bell:{spec.input}", f"{keys.prefix}:bell:{spec.output}",
           f"{r}:progress", f"{r}:deadletter", f"{r}:status", f"{r}:alive",
-          keys.workers(spec.stage), keys.announce]  # the janitor announces what it ended
+          keys.workers(spec.stage), keys.health(spec.stage),
+          keys.announce]  # the janitor announces what it ended
     # (alive is only read, but expire_session.lua is given it as a key, and Redis wants
     # full access to every key a script is given)
     if spec.input != "audio":

@@ -1,7 +1,9 @@
 """`s2st status`: the bus on one screen (or as JSON).
 
 Rooms and their target languages, sessions (status, speaker, language), the workers of each
-stage (from ``P:workers:<stage>``), the leases held, every stream of a room with its consumer
+stage (from ``P:workers:<stage>``) with what they report as not running as configured
+(``P:health:<stage>``: a model that could not load and its fallback, a pair with no route and
+the spans it skipped), the leases held, every stream of a room with its consumer
 groups' lag and pending counts (``XINFO GROUPS``), and dead letters per room.
 """
 
@@ -79,12 +81,21 @@ async def _workers(client: Any, keys: Keys, now: float,
     for key in sorted({_s(k) async for k in client.scan_iter(match=pattern, count=500)}):
         stage = key.rsplit(":", 1)[1]
         rows = await client.zrange(key, 0, -1, withscores=True)
+        health = {_s(k): _json(v) for k, v in (await client.hgetall(keys.health(stage))).items()}
         out[stage] = [
             {"id": _s(member), "age_s": round(now - float(score), 3),
-             "alive": now - float(score) <= WORKER_TTL_FACTOR * lease_ttl_s}
+             "alive": now - float(score) <= WORKER_TTL_FACTOR * lease_ttl_s,
+             "health": health.get(_s(member), {})}
             for member, score in rows
         ]
     return out
+
+
+def _json(raw: Any) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {"unreadable": _s(raw)}
 
 
 async def _room(client: Any, keys: Keys, registry: Any, room: str, now: float) -> dict[str, Any]:
@@ -143,6 +154,8 @@ def format_status(status: dict[str, Any]) -> str:
         gone = len(workers) - len(live)
         lines.append(f"  {stage:<6} {len(live)} live: {shown}" + (f"  ({gone} gone)" if gone
                                                                    else ""))
+        for w in live:
+            lines += _format_health(w["id"], w.get("health") or {})
     if not status["rooms"]:
         lines += ["", "no rooms (s2st room create ROOM --langs es)"]
     for room in status["rooms"]:
@@ -185,6 +198,23 @@ def _format_room(room: dict[str, Any], now: float) -> list[str]:
                 lag = "?" if g["lag"] is None else str(g["lag"])
                 lines.append(f"    {name:<38} {length:>7}  {g['group']:<6} {lag:>5} "
                              f"{g['pending']:>7} {g['consumers']:>9}")
+    return lines
+
+
+_HEALTH_LABELS = {"unavailable": "cannot load", "fallback": "fallback route",
+                  "no_route": "no route", "skipped": "spans skipped"}
+
+
+def _format_health(worker: str, health: dict[str, Any]) -> list[str]:
+    """A worker's health record, one line per item: ``! mt-1 no route en-de: ...``."""
+    lines = []
+    order = [*_HEALTH_LABELS, *sorted(set(health) - set(_HEALTH_LABELS))]
+    for item in (i for i in order if i in health):
+        value, label = health[item], _HEALTH_LABELS.get(item, item)
+        entries = value.items() if isinstance(value, dict) else [("", value)]
+        for name, text in entries:
+            what = f"{label} {name}".strip()
+            lines.append(f"    ! {worker} {what}: {' '.join(str(text).split())}")
     return lines
 
 

@@ -43,7 +43,8 @@ def register(commands: Any, bench: Any) -> None:
     p = commands.add_parser(
         "eval",
         help="quality (WER, BLEU, chrF, ASR-BLEU) and latency (StartOffset, EndOffset, AL, "
-        "LAAL, per segment and per stage) on a speech set, through the real stack",
+        "LAAL, LongYAAL, StreamLAAL, per segment and per stage) on a speech set, through the "
+        "real stack",
         description="Speak every clip of a manifest at real-time pace through the real bus "
         "and workers, hear the translated speech through a player, and score it the way "
         "SimulEval does (computation-aware). Writes --json, a Markdown report and a PNG plot "
@@ -247,7 +248,7 @@ class Evaluation:
             from ops.evaluation.quality import BackTranscriber
 
             self.say("transcribing the translated speech back (Whisper base) for ASR-BLEU")
-            transcribe = BackTranscriber().transcribe
+            transcribe = BackTranscriber().hear  # with word times: they time the output
         t = time.monotonic()
         scores = score_clips(runs, transcribe)
         env = self.profile_env
@@ -277,12 +278,18 @@ def _headline(data: dict[str, Any]) -> Sequence[str]:
         return "-" if value is None else f"{value * scale:.2f}{unit}"
 
     seg = data["segment_latency_s"]
+    lf = data["long_form_segments"]
+    timing = data["word_timing"]
     return [
         f"WER {f(data['wer'], 100, ' %')}  BLEU {f(data['bleu'])}  chrF {f(data['chrf'])}  "
         f"ASR-BLEU {f(data['asr_bleu'])}",
         f"StartOffset {f(data['start_offset_s'], unit=' s')}  EndOffset "
         f"{f(data['end_offset_s'], unit=' s')}  AL {f(data['al_s'], unit=' s')}  LAAL "
         f"{f(data['laal_s'], unit=' s')}",
+        f"long-form: LongYAAL {f(data['long_yaal_s'], unit=' s')}  StreamLAAL "
+        f"{f(data['stream_laal_s'], unit=' s')}  ({lf['long_yaal_scored']}/{lf['reference']} "
+        f"and {lf['stream_laal_scored']}/{lf['reference']} reference segments scored; word "
+        f"onsets {timing['measured']}/{timing['words']} heard, the rest by characters)",
         f"segment latency p50 {f(seg['p50'], unit=' s')}  p95 {f(seg['p95'], unit=' s')}  "
         f"max {f(seg['max'], unit=' s')}  (n={seg['count']})",
     ]

@@ -3,7 +3,9 @@
 One JSON object per line with at least ``id``, ``audio`` (relative to the manifest, or
 absolute) and ``language``; optional ``transcript`` with ``transcript_quality`` (only
 ``reference``, ``reference-words`` and ``derived`` transcripts are scored), ``translation_<lang>``
-(reference translations) and ``duration_s``.
+(reference translations) and ``duration_s``; optional ``segments``, the clip's reference
+segmentation for the long-form latency figures: ``{"start": s, "end": s, "translation_<lang>":
+...}`` each (segments without translations, as the LJ Speech clip's, are only read as times).
 """
 
 from __future__ import annotations
@@ -39,9 +41,26 @@ class Clip:
     duration_s: float
     transcript: str | None  # only a scorable one
     translations: dict[str, str]  # target language -> reference
+    segments: tuple[SourceSegment, ...] = ()  # the reference segmentation, when given
 
     def default_target(self) -> str:
         return "es" if self.language == "en" else "en"
+
+    def reference_segments(self, target: str) -> list[tuple[float, float, str]]:
+        """``(start, end, reference translation)`` of each segment, when every segment has a
+        reference into ``target``; else []."""
+        if self.segments and all(target in seg.translations for seg in self.segments):
+            return [(seg.start, seg.end, seg.translations[target]) for seg in self.segments]
+        return []
+
+
+@dataclass(frozen=True)
+class SourceSegment:
+    """One segment of a clip's reference segmentation (seconds into the clip)."""
+
+    start: float
+    end: float
+    translations: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -89,7 +108,20 @@ def _clip(row: dict[str, Any], base: Path) -> Clip:
         language=str(row.get("language") or "unknown"),
         duration_s=float(row.get("duration_s") or 0.0),
         transcript=str(transcript) if transcript else None, translations=translations,
+        segments=tuple(_segment(seg) for seg in row.get("segments") or ()),
     )
+
+
+def _segment(row: Any) -> SourceSegment:
+    if not isinstance(row, dict):
+        raise TypeError("a segment is a JSON object")
+    start, end = float(row["start"]), float(row["end"])
+    if not 0 <= start < end:
+        raise ValueError(f"segment {start}-{end} s: not 0 <= start < end")
+    return SourceSegment(start, end, {key.removeprefix("translation_"): str(value)
+                                      for key, value in row.items()
+                                      if key.startswith("translation_") and isinstance(value, str)
+                                      and value})
 
 
 def select(clips: Sequence[Clip], *, target: str | None = None,

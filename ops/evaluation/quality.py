@@ -13,13 +13,16 @@
   target language forced, then sacrebleu 13a; transcripts and references are both lowercased
   and stripped of punctuation (SimulEval's ``WHISPER_ASR_BLEU`` with
   ``--transcript-lowercase --transcript-non-punctuation``, applied to the references too so
-  the two sides compare like with like).
+  the two sides compare like with like). The same decoding also gives each word's time
+  (``word_timestamps``: faster-whisper's cross-attention alignment), which times the output
+  words for the latency figures (latency.py).
 """
 
 from __future__ import annotations
 
 import string
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -84,6 +87,15 @@ def asr_bleu(transcripts: Sequence[str], references: Sequence[str]) -> float:
                 [normalize_for_asr_bleu(r) for r in references])
 
 
+@dataclass(frozen=True)
+class Heard:
+    """Speech transcribed back: the text, and each word with its start and end (s) in the
+    audio transcribed."""
+
+    text: str
+    words: tuple[tuple[str, float, float], ...] = ()
+
+
 class BackTranscriber:
     """Whisper base (multilingual, from the installed packages) for ASR-BLEU."""
 
@@ -101,3 +113,18 @@ class BackTranscriber:
         segments, _info = self.model.transcribe(audio.astype(np.float32), language=lang,
                                                 beam_size=5, vad_filter=False)
         return " ".join(s.text.strip() for s in segments).strip()
+
+    def hear(self, audio: np.ndarray, lang: str) -> Heard:
+        """The transcript, as :meth:`transcribe`, with the words' times."""
+        if not len(audio):
+            return Heard("")
+        segments, _info = self.model.transcribe(audio.astype(np.float32), language=lang,
+                                                beam_size=5, vad_filter=False,
+                                                word_timestamps=True)
+        texts: list[str] = []
+        words: list[tuple[str, float, float]] = []
+        for s in segments:
+            texts.append(s.text.strip())
+            words += [(w.word.strip(), float(w.start), float(w.end)) for w in s.words or ()
+                      if w.word.strip()]
+        return Heard(" ".join(texts).strip(), tuple(words))

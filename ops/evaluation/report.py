@@ -66,13 +66,16 @@ def markdown(data: dict[str, Any], plot: Path | None) -> str:
         f"`{data['manifest']}`, {data['parallel']} at a time; ASR {data['asr_models']}, "
         f"MT {data['mt_backends']}, TTS {data['tts_backends']}.",
         "",
-        "| WER | BLEU | chrF | ASR-BLEU | StartOffset | EndOffset | AL | LAAL | "
-        "segment latency p50 / p95 / max |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| WER | BLEU | chrF | ASR-BLEU | StartOffset | EndOffset | AL | LAAL | LongYAAL | "
+        "StreamLAAL | segment latency p50 / p95 / max |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         f"| {_f(data['wer'], 1, 100)} % | {_f(data['bleu'], 1)} | {_f(data['chrf'], 1)} | "
         f"{_f(data['asr_bleu'], 1)} | {_f(data['start_offset_s'])} s | "
         f"{_f(data['end_offset_s'])} s | {_f(data['al_s'])} s | {_f(data['laal_s'])} s | "
+        f"{_f(data['long_yaal_s'])} s | {_f(data['stream_laal_s'])} s | "
         f"{_f(seg['p50'])} / {_f(seg['p95'])} / {_f(seg['max'])} s (n={seg['count']}) |",
+        "",
+        long_form_line(data),
         "",
     ]
     stages = data.get("stages_s") or {}
@@ -85,7 +88,9 @@ def markdown(data: dict[str, Any], plot: Path | None) -> str:
         s = sub["segment_latency_s"]
         lines.append(f"- to {lang}: {sub['clips']} clips, WER {_f(sub['wer'], 1, 100)} %, "
                      f"BLEU {_f(sub['bleu'], 1)}, chrF {_f(sub['chrf'], 1)}, ASR-BLEU "
-                     f"{_f(sub['asr_bleu'], 1)}, LAAL {_f(sub['laal_s'])} s, segment latency "
+                     f"{_f(sub['asr_bleu'], 1)}, LAAL {_f(sub['laal_s'])} s, LongYAAL "
+                     f"{_f(sub['long_yaal_s'])} s, StreamLAAL {_f(sub['stream_laal_s'])} s, "
+                     "segment latency "
                      f"p50 {_f(s['p50'])} s / p95 {_f(s['p95'])} s")
     if data.get("by_target"):
         lines.append("")
@@ -93,13 +98,17 @@ def markdown(data: dict[str, Any], plot: Path | None) -> str:
         lines += [f"![how long after it was spoken each segment was heard; where the time went]"
                   f"({plot.name})",
                   ""]
-    lines += ["| clip | lang | WER | BLEU | ASR-BLEU | StartOffset | LAAL | segment p50 / max |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["| clip | lang | WER | BLEU | ASR-BLEU | StartOffset | LAAL | LongYAAL | "
+              "StreamLAAL | word onsets heard | segment p50 / max |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in data["per_clip"]:
         s = c["segment_latency_s"]
+        timing = c["word_timing"]
         lines.append(f"| {c['id']} | {c['language']}->{c['target']} | {_f(c['wer'], 1, 100)} | "
                      f"{_f(c['bleu'], 1)} | {_f(c['asr_bleu'], 1)} | {_f(c['start_offset_s'])} | "
-                     f"{_f(c['laal_s'])} | {_f(s['p50'])} / {_f(s['max'])} |"
+                     f"{_f(c['laal_s'])} | {_f(c['long_yaal_s'])} | {_f(c['stream_laal_s'])} | "
+                     f"{timing['measured']}/{timing['words']} | "
+                     f"{_f(s['p50'])} / {_f(s['max'])} |"
                      + (f" {c['error']}" if c["error"] else ""))
     if data["skipped"]:
         lines += ["", f"{len(data['skipped'])} clips left out: "
@@ -107,6 +116,17 @@ def markdown(data: dict[str, Any], plot: Path | None) -> str:
                   + (" ..." if len(data["skipped"]) > 12 else "")]
     lines += ["", "Definitions: docs/evaluation.md.", ""]
     return "\n".join(lines)
+
+
+def long_form_line(data: dict[str, Any]) -> str:
+    """How the long-form figures and the word onsets were obtained, in one sentence."""
+    seg = data["long_form_segments"]
+    timing = data["word_timing"]
+    return (f"LongYAAL and StreamLAAL on each clip's whole output against {seg['reference']} "
+            f"reference segments ({seg['long_yaal_scored']} and {seg['stream_laal_scored']} "
+            f"scored); output word onsets: {timing['measured']} of {timing['words']} measured "
+            f"in the speech transcribed back, the rest by character position "
+            f"(`{timing['source']}`).")
 
 
 def plot(path: Path, scores: Sequence[ClipScore]) -> Path | None:
@@ -177,4 +197,4 @@ def write_all(json_path: Path, scores: Sequence[ClipScore], skipped: Sequence[Sk
     return data, md, png
 
 
-__all__ = ["Summary", "build", "markdown", "plot", "write_all", "write_json"]
+__all__ = ["Summary", "build", "long_form_line", "markdown", "plot", "write_all", "write_json"]

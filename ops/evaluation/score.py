@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 
 from ops.evaluation import quality
-from ops.evaluation.latency import ClipLatency, OutputPiece, clip_latency, stats
+from ops.evaluation.latency import (
+    ClipLatency,
+    OutputPiece,
+    RefSegment,
+    clip_latency,
+    match_heard,
+    stats,
+    word_timing,
+)
 from ops.evaluation.run import ClipRun
 from ops.session_view import hop_parts
 
@@ -39,11 +47,27 @@ class ClipScore:
         return " ".join(self.run.translations)
 
 
-def output_pieces(run: ClipRun) -> list[OutputPiece]:
+def output_pieces(run: ClipRun,
+                  word_starts: Sequence[tuple[float | None, ...]] = ()) -> list[OutputPiece]:
+    """The pieces on the source timeline; ``word_starts``: per piece, where each of its words
+    starts in it, measured (see :func:`~ops.evaluation.latency.match_heard`)."""
     t0 = run.t0
+    starts = list(word_starts) or [()] * len(run.pieces)
     return [OutputPiece(emitted=p.available - t0, duration=p.duration, text=p.text,
                         source_end=p.event.capture_end - t0, started=p.started - t0,
-                        first=p.part == 0) for p in run.pieces]
+                        first=p.part == 0, word_starts=w)
+            for p, w in zip(run.pieces, starts, strict=True)]
+
+
+def reference_segments(run: ClipRun) -> list[RefSegment]:
+    """The long-form stream's reference segments: the manifest's segmentation when each of
+    its segments has a reference into the target, else the whole clip as one segment."""
+    clip, target = run.selected.clip, run.selected.target
+    given = clip.reference_segments(target)
+    if given:
+        return [RefSegment(start, end - start, text) for start, end, text in given]
+    reference = clip.translations.get(target)
+    return [RefSegment(0.0, run.source_s, reference)] if reference and run.source_s > 0 else []
 
 
 def stage_times(run: ClipRun) -> dict[str, list[float]]:
@@ -64,32 +88,58 @@ def stage_times(run: ClipRun) -> dict[str, list[float]]:
 
 def speech_audio(run: ClipRun) -> np.ndarray:
     """The pieces played, in order, at 16 kHz float32, with a short silence between them."""
+    return speech_layout(run)[0]
+
+
+def speech_layout(run: ClipRun) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """:func:`speech_audio` and where each piece is in it: ``(offset, length)`` in seconds."""
     from player_agent.outputs import resample_pcm
 
     gap = np.zeros(round(GAP_S * BACK_RATE), dtype=np.float32)
     parts: list[np.ndarray] = []
+    spans: list[tuple[float, float]] = []
+    at = 0
     for p in run.pieces:
         pcm = resample_pcm(p.event.pcm, p.event.rate, BACK_RATE)
-        parts += [np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, gap]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        spans.append((at / BACK_RATE, len(samples) / BACK_RATE))
+        parts += [samples, gap]
+        at += len(samples) + len(gap)
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)), spans
 
 
-def score_clips(runs: Sequence[ClipRun],
-                transcribe: Callable[[np.ndarray, str], str] | None) -> list[ClipScore]:
+# transcribes 16 kHz float32 speech in a language: the text, or the text with word times
+Transcriber = Callable[[np.ndarray, str], str | quality.Heard]
+
+
+def score_clips(runs: Sequence[ClipRun], transcribe: Transcriber | None) -> list[ClipScore]:
+    """Scores every run. ``transcribe`` (the speech transcribed back, for ASR-BLEU) may also
+    give word times: those then time the output words (else their character position)."""
     scores = []
     for run in runs:
         clip = run.selected.clip
         reference = clip.translations.get(run.selected.target)
-        s = ClipScore(run, clip_latency(output_pieces(run), run.source_s,
-                                        len(reference.split()) if reference else None),
+        heard: tuple[tuple[str, float, float], ...] = ()
+        back: str | None = None
+        spans: list[tuple[float, float]] = []
+        if transcribe is not None and reference:  # nothing to score it against otherwise
+            if run.pieces:
+                audio, spans = speech_layout(run)
+                got = transcribe(audio, run.selected.target)
+                back, heard = (got.text, got.words) if isinstance(got, quality.Heard) \
+                    else (got, ())
+            else:
+                back = ""
+        starts = match_heard([p.text for p in run.pieces], spans, heard) if heard else []
+        s = ClipScore(run, clip_latency(output_pieces(run, starts), run.source_s,
+                                        len(reference.split()) if reference else None,
+                                        reference_segments(run)),
                       stage_times(run))
+        s.back_transcript = back
         if clip.transcript:
             edits, words = quality.wer_counts(clip.transcript, s.hypothesis, clip.language)
             s.wer_counts = (edits, words)
             s.wer = edits / words if words else None
-        if transcribe is not None and reference:  # nothing to score it against otherwise
-            s.back_transcript = transcribe(speech_audio(run), run.selected.target) \
-                if run.pieces else ""
         if reference:
             s.bleu = quality.bleu([s.translation], [reference])
             s.chrf = quality.chrf([s.translation], [reference])
@@ -112,6 +162,10 @@ class Summary:
     end_offset_s: float | None
     al_s: float | None
     laal_s: float | None
+    long_yaal_s: float | None
+    stream_laal_s: float | None
+    long_form_segments: dict[str, int]
+    word_timing: dict[str, Any]
     segment_latency_s: dict[str, Any]
     stages_s: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -140,6 +194,17 @@ def summarize(scores: Sequence[ClipScore]) -> Summary:
         end_offset_s=_mean(s.latency.end_offset_s for s in scores),
         al_s=_mean(s.latency.al_s for s in scores),
         laal_s=_mean(s.latency.laal_s for s in scores),
+        # OmniSTEval and simulstream average over all the reference segments of the set
+        long_yaal_s=_mean(v for s in scores for v in s.latency.long_form.long_yaal),
+        stream_laal_s=_mean(v for s in scores for v in s.latency.long_form.stream_laal),
+        long_form_segments={
+            "reference": sum(len(s.latency.long_form.long_yaal) for s in scores),
+            "long_yaal_scored": sum(v is not None for s in scores
+                                    for v in s.latency.long_form.long_yaal),
+            "stream_laal_scored": sum(v is not None for s in scores
+                                      for v in s.latency.long_form.stream_laal)},
+        word_timing=word_timing(sum(s.latency.words for s in scores),
+                                sum(s.latency.measured_words for s in scores)),
         segment_latency_s=stats([v for s in scores for v in s.latency.segment_latency_s])
         .as_dict(),
         stages_s={name: {**stats(v).as_dict(), "mean": float(np.mean(v))}

@@ -173,3 +173,59 @@ async def test_dead_letter_counter(local_redis: str) -> None:
     finally:
         await delete_prefix(client, settings.key_prefix)
         await client.aclose()
+
+
+class _HealthRelay(RelayStage):
+    """A relay that reports what the test sets as its health."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name)
+        self.report: dict[str, Any] = {}
+
+    def health(self) -> dict[str, Any]:
+        return dict(self.report)
+
+
+async def test_stage_health_is_published_when_it_changes(local_redis: str) -> None:
+    """``Stage.health`` goes to ``P:health:<stage>`` (for s2st status) at the heartbeat after
+    it changes, records of workers no longer registered are removed then, and the worker's
+    own goes when its health empties and when it stops."""
+    import json
+
+    settings = fast_settings(local_redis)
+    client: Any = await connect(settings)
+    key = settings.keys.health("healthstage")
+    stage = _HealthRelay("healthstage")
+    try:
+        await client.hset(key, "w-gone", json.dumps({"old": 1}))  # a worker that died
+        async with run_worker(stage, settings) as worker:
+            await asyncio.sleep(3 * settings.heartbeat_ms / 1000)
+            assert await client.hkeys(key) == [b"w-gone"]  # nothing to report: nothing written
+
+            async def record() -> dict[bytes, bytes]:
+                return dict(await client.hgetall(key))
+
+            stage.report = {"unavailable": {"big": "no weights"}}
+            await wait_for(lambda: _has(record, {worker.worker_id.encode()}))
+            assert json.loads((await record())[worker.worker_id.encode()]) == stage.report
+            stage.report = {"unavailable": {"big": "no weights"}, "skipped": {"en-de": 2}}
+            await wait_for(lambda: _has_value(record, worker.worker_id, stage.report))
+            stage.report = {}
+            await wait_for(lambda: _has(record, set()))
+            stage.report = {"no_route": {"en-de": "none"}}
+            await wait_for(lambda: _has(record, {worker.worker_id.encode()}))
+        assert await client.exists(key) == 0  # removed at stop
+    finally:
+        await delete_prefix(client, settings.key_prefix)
+        await client.aclose()
+
+
+async def _has(record: Any, fields: set[bytes]) -> bool:
+    return set(await record()) == fields
+
+
+async def _has_value(record: Any, worker_id: str, value: dict[str, Any]) -> bool:
+    import json
+
+    raw = (await record()).get(worker_id.encode())
+    return raw is not None and json.loads(raw) == value

@@ -114,6 +114,7 @@ def test_bad_input_never_sticks_the_session(router: Router, caplog: pytest.LogCa
     assert [(o.lang, o.text) for o in out] == [("es", "El perro es negro.")]
     assert [(s.lang, s.src_seq) for s in engine.skipped] == [("de", 4)]
     assert "UnsupportedPair" in engine.skipped[0].error
+    assert (engine.skipped[0].reason, engine.skipped[0].pair) == ("no_route", "en-de")
     assert any("skipped" in r.message for r in caplog.records)
 
 
@@ -260,3 +261,4 @@ def test_a_backend_raising_anything_costs_only_its_own_target(apertium: Apertium
     out = engine.on_committed(TranscriptIn(1, "committed", "u", "The dog sleeps.", "en", 0, 1, 0.0, 1.0), now=0.0)
     assert [(o.lang, o.text) for o in out] == [("es", apertium.translate("The dog sleeps.", "en", "es"))]
     assert [s.lang for s in engine.skipped] == ["ca"] and "CUDA error" in engine.skipped[0].error
+    assert engine.skipped[0].reason == "error"

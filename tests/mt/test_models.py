@@ -7,7 +7,11 @@ interface (through the router too). On a CUDA host the same code loads 4-bit wei
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +20,9 @@ from workers.mt.backends.base import Translator
 from workers.mt.backends.llm import LLMTranslator, build_messages, clean_answer
 from workers.mt.backends.seq2seq import Seq2SeqTranslator
 from workers.mt.config import MTSettings, build_router
-from workers.mt.errors import BackendUnavailable, InputRejected
+from workers.mt.errors import BackendUnavailable, InputRejected, StartupError
 from workers.mt.router import Router
+from workers.mt.stage import MTStage
 
 pytest.importorskip("torch")
 
@@ -123,6 +128,85 @@ def test_llm_without_chat_template_uses_a_plain_prompt(models: dict[str, Path]) 
 def test_4bit_needs_cuda_on_a_cpu_host(models: dict[str, Path]) -> None:
     with pytest.raises(BackendUnavailable, match="CUDA"):
         LLMTranslator(models["llm"], device="cpu", quantize="4bit")
+
+
+@pytest.fixture
+def cuda_without_bitsandbytes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """This CPU host as a CUDA host without bitsandbytes, as far as the LLM backend can tell
+    (torch.cuda.is_available() says yes, ``import bitsandbytes`` fails). Models are not
+    loaded: the keyword arguments of each from_pretrained call are returned instead."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    class Loaded:
+        def to(self, device: str) -> Loaded:
+            return self
+
+        def eval(self) -> Loaded:
+            return self
+
+    loads: list[dict[str, Any]] = []
+
+    def from_pretrained(path: Any, **kwargs: Any) -> Loaded:
+        loads.append(kwargs)
+        return Loaded()
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes: ImportError
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    return loads
+
+
+@pytest.mark.parametrize("quantize", ["auto", "4bit", "8bit"])
+def test_quantized_llm_on_cuda_without_bitsandbytes_does_not_load(
+    models: dict[str, Path], cuda_without_bitsandbytes: list[dict[str, Any]], quantize: str
+) -> None:
+    with pytest.raises(BackendUnavailable) as err:
+        LLMTranslator(models["llm"], quantize=quantize)  # device "auto": CUDA here
+    message = str(err.value)
+    assert "bitsandbytes" in message and "pip install 's2st[llm]'" in message
+    assert '"quantize": "none"' in message  # how to ask for 16 bits on purpose
+    assert cuda_without_bitsandbytes == []  # nothing was loaded, in 16 bits or otherwise
+
+
+def test_16_bits_on_cuda_only_when_asked(
+    models: dict[str, Path], cuda_without_bitsandbytes: list[dict[str, Any]]
+) -> None:
+    import torch
+
+    mt = LLMTranslator(models["llm"], quantize="none")
+    assert mt.device == "cuda"
+    [kwargs] = cuda_without_bitsandbytes
+    assert kwargs["dtype"] == torch.float16 and "quantization_config" not in kwargs
+
+
+def test_worker_with_an_unloadable_llm_stops_at_start_naming_the_package(
+    models: dict[str, Path], cuda_without_bitsandbytes: list[dict[str, Any]]
+) -> None:
+    env = {
+        "S2ST_MT_BACKENDS": "en-es=big|apertium,*=apertium",
+        "S2ST_MT_MODELS": json.dumps({"big": {"kind": "llm", "path": str(models["llm"]),
+                                              "quantize": "4bit"}}),
+    }
+    stage = MTStage(MTSettings.from_env(env))
+    with pytest.raises(StartupError) as err:
+        asyncio.run(stage.setup())
+    assert "'big'" in str(err.value) and "bitsandbytes" in str(err.value)
+    assert "S2ST_MT_MODEL_FALLBACK=on" in str(err.value)
+
+    # the opt-in fallback: the worker starts, en-es goes to Apertium, and says so
+    stage = MTStage(MTSettings.from_env({**env, "S2ST_MT_MODEL_FALLBACK": "on"}))
+    asyncio.run(stage.setup())
+    try:
+        assert stage.router is not None
+        route = stage.router.route("en", "es")
+        assert str(route) == "apertium:en-es" and route.unavailable == ("big",)
+        health = stage.health()
+        assert "bitsandbytes" in health["unavailable"]["big"]
+        assert health["fallback"] == {"en-es": "apertium:en-es, instead of big"}
+    finally:
+        asyncio.run(stage.teardown())
+    assert cuda_without_bitsandbytes == []
 
 
 def test_model_backends_behind_the_router_from_settings(models: dict[str, Path]) -> None:

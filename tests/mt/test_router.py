@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from prometheus_client import REGISTRY
 
 from workers.mt.config import MTSettings, build_router
 from workers.mt.errors import BackendUnavailable, UnsupportedPair
@@ -93,6 +94,38 @@ def test_model_backends_load_lazily_on_first_use() -> None:
     assert loaded == ["m"]
 
 
+def test_a_backend_that_cannot_load_makes_a_fallback_route_said_everywhere() -> None:
+    def broken() -> Fake:
+        raise BackendUnavailable("no weights in /models/big")
+
+    a = Fake("a", {("en", "es"), ("es", "ca")})
+    router = Router({"big": broken, "a": a}, "en-es=big|a,en-ca=big,*=a", pivots=("es",))
+    route = router.route("en", "es")
+    assert (str(route), route.unavailable, route.fallback) == ("a:en-es", ("big",), True)
+    assert router.translate("hi", "en", "es").unavailable == ("big",)
+    # through a pivot: the direct rule's backend could not load
+    assert str(router.route("en", "ca")) == "a:en-es>a:es-ca"
+    assert router.route("en", "ca").unavailable == ("big",)
+    assert not router.route("es", "ca").fallback  # its rule never named big
+    with pytest.raises(UnsupportedPair, match="could not load: big"):
+        Router({"big": broken}, "*=big").route("en", "es")
+    assert not router.supports("es", "en")  # a has no es-en, and the only pivot is es
+    assert router.health() == {
+        "unavailable": {"big": "no weights in /models/big"},
+        "fallback": {"en-es": "a:en-es, instead of big", "en-ca": "a:en-es>a:es-ca, instead of big"},
+        "no_route": {"es-en": "no translation route from 'es' to 'en': no backend for it directly "
+                              "or through pivots (es)"},
+    }
+    assert REGISTRY.get_sample_value("s2st_mt_backend_unavailable", {"backend": "big"}) == 1
+
+
+def test_a_pair_without_a_route_is_in_health_until_it_has_one() -> None:
+    router = Router({"a": Fake("a", {("en", "es")})}, "*=a")
+    assert router.health() == {}
+    assert not router.supports("en", "de")
+    assert set(router.health()["no_route"]) == {"en-de"}
+
+
 def test_real_apertium_pivots(router: Router) -> None:
     result = router.translate("Le chat est noir.", "fr", "en")
     assert result.route == "apertium:fr-es>apertium:es-en"
@@ -111,6 +144,10 @@ def test_settings_from_env() -> None:
     })
     assert settings.pivots == ("es",) and settings.engine.captions == "off"
     assert settings.engine.hold_timeout_s == 0.8
+    assert settings.rule_models() == ["tiny"] and settings.model_fallback is False
+    assert MTSettings.from_env({"S2ST_MT_MODEL_FALLBACK": "on"}).model_fallback is True
+    with pytest.raises(ValueError, match="S2ST_MT_MODEL_FALLBACK must be on or off"):
+        MTSettings.from_env({"S2ST_MT_MODEL_FALLBACK": "maybe"})
     assert settings.engine.idle_hold_s == 0.5  # the worker holds less for an idle listener
     assert MTSettings.from_env({"S2ST_MT_IDLE_HOLD_S": "1.5"}).engine.idle_hold_s == 1.5
     router = build_router(settings)

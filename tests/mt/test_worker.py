@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from bus.events import ControlEvent, Event, Transcript, Translation, decode, decode_event
 from bus.keys import Keys, Partition
@@ -23,6 +26,7 @@ from bus.registry import Registry
 from bus.runtime import Worker
 from bus.settings import BusSettings
 from bus.testing import end_marker, scratch_client
+from ops.status import collect, format_status
 from tests.mt.stream import bus_transcripts, committed_events, fleurs_rows
 from workers.mt.config import MTSettings
 from workers.mt.engine import EngineConfig, SessionEngine, TranscriptIn
@@ -132,6 +136,17 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 30
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def mt_health(client: Any, keys: Keys) -> dict[str, Any]:
+    """The health record of the one live MT worker, as `s2st status` collects it."""
+    status = await collect(client, keys)
+    [worker] = [w for w in status["workers"].get("mt", []) if w["alive"]]
+    return dict(worker["health"])
 
 
 def ended(client: Any, keys: Keys, langs: list[str]) -> Callable[[], Awaitable[bool]]:
@@ -396,7 +411,109 @@ async def test_bad_transcripts_are_dead_lettered_and_unsupported_targets_skipped
     assert len(de) == 1 and isinstance(de[0], ControlEvent)  # only the end marker
 
 
+async def test_a_target_without_a_route_is_a_counted_skip_shown_by_status(
+    settings: BusSettings, client: Any, workers: Workers, fleurs: list[Transcript],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A room with a language no backend reaches (en-de with Apertium only): the others get
+    every span; that one gets the end marker only, and each span it missed is logged (a
+    warning the first time), counted, and shown by `s2st status` until the worker stops."""
+    keys = settings.keys
+    await open_room(client, keys, ["es", "de"])
+    clip = [e for e in fleurs if e.utterance < 2]
+    before = metric("s2st_mt_skipped_total", pair="en-de", reason="no_route")
+    worker = await workers.start()
+    with caplog.at_level(logging.WARNING, logger="workers.mt.engine"):
+        await produce(client, keys, clip, end=True)
+        await wait_for(ended(client, keys, ["es", "de"]))
+    es = committed(await read(client, keys, "es"))
+    de = await read(client, keys, "de")
+    assert len(es) >= 2 and len(de) == 1 and isinstance(de[0], ControlEvent)
+    assert await client.xlen(keys.deadletter(ROOM)) == 0  # the transcripts were good
+    assert metric("s2st_mt_skipped_total", pair="en-de", reason="no_route") - before == len(es)
+    warned = [r for r in caplog.records if "en->de" in r.getMessage()]
+    assert warned and "no translation route from 'en' to 'de'" in warned[0].getMessage()
+
+    async def all_counted() -> bool:
+        return (await mt_health(client, keys)).get("skipped") == {"en-de no_route": len(es)}
+
+    await wait_for(all_counted, timeout=10)  # published at the worker's next heartbeat
+    health = await mt_health(client, keys)
+    assert health["no_route"] == {"en-de": "no translation route from 'en' to 'de': no backend "
+                                           "for it directly or through pivots (es, en)"}
+    text = format_status(await collect(client, keys))
+    assert f"! {worker.worker_id} spans skipped en-de no_route: {len(es)}" in text
+    assert f"! {worker.worker_id} no route en-de: no translation route" in text
+    await workers.stop(worker)
+    assert await client.hgetall(keys.health("mt")) == {}  # it went with its worker
+
+
 # --- model backends ---------------------------------------------------------------------------------------
+
+# what docker-compose.yml's mt-llm names: a hub id, not in this host's (empty) cache
+HUB_LLM = {"mistral": {"kind": "llm", "path": "mistralai/Mistral-7B-Instruct-v0.3"}}
+
+
+async def test_a_model_that_cannot_load_falls_back_only_when_asked_and_says_so(
+    settings: BusSettings, client: Any, fleurs: list[Transcript], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("torch")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing to load
+    mt = MTSettings.from_env({
+        "S2ST_MT_BACKENDS": "en-es=mistral|apertium,*=apertium",
+        "S2ST_MT_MODELS": json.dumps(HUB_LLM),
+        "S2ST_MT_MODEL_FALLBACK": "on",
+        "S2ST_MT_HOLD_TIMEOUT_S": "60",
+    })
+    keys = settings.keys
+    await open_room(client, keys, ["es"])
+    clip = [e for e in fleurs if e.utterance == 0]
+    labels = {"pair": "en-es", "wanted": "mistral", "used": "apertium:en-es"}
+    before = metric("s2st_mt_backend_fallback_total", **labels)
+    pool = Workers(settings, None, mt)  # the stage builds its router (and loads) from settings
+    worker = await pool.start()
+    try:
+        await produce(client, keys, clip, end=True)
+        await wait_for(ended(client, keys, ["es"]))
+        es = committed(await read(client, keys, "es"))
+        assert es and all(t.route == "apertium:en-es" and t.text for t in es)
+        assert metric("s2st_mt_backend_fallback_total", **labels) - before == len(es)
+        assert metric("s2st_mt_backend_unavailable", backend="mistral") == 1
+
+        async def published() -> bool:
+            return "fallback" in await mt_health(client, keys)
+
+        await wait_for(published, timeout=10)
+        health = await mt_health(client, keys)
+        assert health["fallback"] == {"en-es": "apertium:en-es, instead of mistral"}
+        assert "cannot load LLM mistralai/Mistral-7B-Instruct-v0.3" in health["unavailable"]["mistral"]
+        text = format_status(await collect(client, keys))
+        assert f"! {worker.worker_id} cannot load mistral: cannot load LLM" in text
+        assert f"! {worker.worker_id} fallback route en-es: apertium:en-es, instead of mistral" in text
+    finally:
+        await pool.stop_all()
+
+
+def test_s2st_mt_command_stops_at_start_on_a_model_that_cannot_load(
+    settings: BusSettings, tmp_path: Path
+) -> None:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_OFFLINE": "1", "S2ST_MT_BACKENDS": "en-es=mistral|apertium,*=apertium",
+           "S2ST_MT_MODELS": json.dumps(HUB_LLM)}
+    env.pop("S2ST_MT_MODEL_FALLBACK", None)
+    proc = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "s2st"), "mt", "--key-prefix", settings.key_prefix],
+        cwd=ROOT, capture_output=True, timeout=120, env=env,
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("s2st mt: MT model 'mistral' (llm, mistralai/Mistral-7B-Instruct-v0.3) "
+                           "cannot load: cannot load LLM"), last
+    assert "S2ST_MT_MODEL_FALLBACK=on" in last
+
+
 
 
 async def test_llm_and_seq2seq_backends_through_the_worker(

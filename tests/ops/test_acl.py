@@ -275,6 +275,12 @@ def test_relay_worker_with_its_user_runs_a_session(acl_redis: AclRedis) -> None:
         _stop(worker)
     assert not _acl_log(admin, "worker-relay"), _acl_log(admin, "worker-relay")
     w = acl_redis.client("worker-relay")
+    # what the runtime does with its health record (Stage.health, read by s2st status)
+    w.hset("s2st:health:relay", "w1", "{}")
+    w.zrangebyscore("s2st:workers:relay", "-inf", "+inf")
+    assert w.hgetall("s2st:health:relay") == {b"w1": b"{}"}
+    w.hdel("s2st:health:relay", "w1")
+    _denied(w.hset, "s2st:health:asr", "w1", "{}")  # not another stage's
     _denied(w.xrange, "s2st:{r1}:transcript:s1")  # not its stage's streams
     _denied(w.set, "s2st:{r1}:lease:asr:audio:s1", "x")
     _denied(w.hset, "s2st:{r1}:sessions", "s", "{}")

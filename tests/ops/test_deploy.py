@@ -109,7 +109,14 @@ def test_structure() -> None:
     # the MT settings parse as the worker parses them
     from workers.mt.config import MTSettings
 
-    MTSettings.from_env({k: str(v) for k, v in svc["mt-llm"]["environment"].items()})
+    llm_env = svc["mt-llm"]["environment"]
+    MTSettings.from_env({k: str(v) for k, v in llm_env.items()})
+    # the LLM is a folder of the models volume (nothing is downloaded at run time), and one
+    # that is not there stops the worker instead of a silent Apertium in its place
+    paths = [m["path"] for m in json.loads(_interpolate(llm_env["S2ST_MT_MODELS"], {})).values()]
+    assert paths and all(p.startswith(llm_env["HF_HOME"] + "/") for p in paths)
+    assert f"models:{llm_env['HF_HOME']}" in svc["mt-llm"]["volumes"]
+    assert llm_env["HF_HUB_OFFLINE"] == "1" and llm_env["S2ST_MT_MODEL_FALLBACK"] == "off"
     # files mounted from the repository exist
     for s in svc.values():
         for vol in s.get("volumes", []):

@@ -61,6 +61,9 @@ async def publish_session(client: Any, keys: Keys, t0: float) -> None:
     await client.set(keys.lease("asr", "audio", part), "w-asr", px=3000)
     await client.zadd(keys.workers("asr"), {"w-asr": time.time(), "w-old": time.time() - 600})
     await client.zadd(keys.workers("tts"), {"w-tts": time.time()})
+    await client.hset(keys.health("tts"), mapping={  # what a worker not as configured reports
+        "w-tts": json.dumps({"unavailable": {"kokoro": "no model file"}, "skipped": {"de": 3}}),
+        "w-long-gone": json.dumps({"unavailable": {"piper": "stale"}})})
     await client.xadd(keys.deadletter(ROOM), DeadLetter(
         stage="mt", worker="w-mt", stream="x", entry_id="1-0", error="boom", attempts=3,
         failed_at=time.time(), session=SESSION).to_fields())
@@ -98,8 +101,15 @@ async def test_status_collects_everything(published: tuple[Any, Keys, float]) ->
     [group] = streams[f"audio:{SESSION}"]["groups"]
     assert (group["group"], group["pending"], group["lag"], group["consumers"]) == ("asr", 2, 3, 1)
 
+    assert status["workers"]["tts"] == [
+        {"id": "w-tts", "age_s": status["workers"]["tts"][0]["age_s"], "alive": True,
+         "health": {"unavailable": {"kokoro": "no model file"}, "skipped": {"de": 3}}}]
+    assert status["workers"]["asr"][0]["health"] == {}
+
     text = format_status(status)
     assert "asr    1 live: w-asr" in text and "(1 gone)" in text
+    assert "    ! w-tts cannot load kokoro: no model file\n    ! w-tts spans skipped de: 3" in text
+    assert "stale" not in text and "! w-asr" not in text
     assert f"ROOM {ROOM}   targets: es (pinned)   dead letters: 1" in text
     assert "sessions: 0 active, 1 ended" in text and "speaker=Alice" in text
     assert f"asr:audio:{SESSION}" in text

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
+import subprocess
+import sys
+import types
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -123,6 +128,73 @@ def test_edge_tts_missing_or_offline_falls_back(espeak: EspeakSynthesizer) -> No
     pieces = list(engine.speak("Hola a todos, gracias por venir.", "es"))
     assert pieces and {p.backend for p in pieces} == {"espeak"}
     assert engine.stats.failures["edge"] == 1
+
+
+def _tone_mp3(seconds: float, rate: int, freq: float) -> bytes:
+    """A real MP3 of a sine tone, encoded by ffmpeg (what edge-tts sends is MP3 too)."""
+    if shutil.which("ffmpeg") is None:
+        pytest.fail("ffmpeg is not installed: apt-get install ffmpeg (./run setup does)")
+    done = subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i",
+         f"sine=frequency={freq}:sample_rate={rate}:duration={seconds}", "-ac", "1",
+         "-c:a", "libmp3lame", "-b:a", "48k", "-f", "mp3", "pipe:1"],
+        capture_output=True, timeout=60, check=True)
+    return done.stdout
+
+
+def _peak_hz(pcm: np.ndarray, rate: int) -> float:
+    x = pcm.astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    return float(np.fft.rfftfreq(x.size, 1 / rate)[int(np.argmax(spectrum))])
+
+
+def _fake_edge_tts(mp3: bytes) -> tuple[types.ModuleType, list[tuple[str, str, str]]]:
+    """An ``edge_tts`` module whose Communicate streams ``mp3`` the way the real one does:
+    metadata messages between audio chunks of a few kB."""
+    calls: list[tuple[str, str, str]] = []
+
+    class Communicate:
+        def __init__(self, text: str, voice: str, *, rate: str = "+0%") -> None:
+            calls.append((text, voice, rate))
+
+        async def stream(self) -> AsyncIterator[dict[str, Any]]:
+            yield {"type": "WordBoundary", "offset": 0, "duration": 5_000_000, "text": "Hola"}
+            for start in range(0, len(mp3), 4096):
+                yield {"type": "audio", "data": mp3[start:start + 4096]}
+
+    module = types.ModuleType("edge_tts")
+    module.Communicate = Communicate  # type: ignore[attr-defined]
+    return module, calls
+
+
+def test_edge_tts_success_path_decodes_and_resamples_its_mp3(
+    monkeypatch: pytest.MonkeyPatch, espeak: EspeakSynthesizer
+) -> None:
+    """The adapter on a good answer, without the network: a 16 kHz MP3 streamed in chunks
+    comes back as 24 kHz int16 PCM of the same length and pitch; through the engine it is
+    spoken by edge, at the engine's output rate, with no fallback."""
+    mp3 = _tone_mp3(1.5, 16_000, 440.0)
+    module, calls = _fake_edge_tts(mp3)
+    monkeypatch.setitem(sys.modules, "edge_tts", module)
+    edge = EdgeSynthesizer()
+
+    audio = edge.synthesize("Hola a todos.", "es", speed=1.25)
+    assert calls == [("Hola a todos.", "es-ES-AlvaroNeural", "+25%")]
+    assert audio.rate == 24_000 and audio.pcm.dtype == np.int16
+    assert abs(audio.duration - 1.5) < 0.15  # the MP3 frame padding and encoder delay, no more
+    assert abs(_peak_hz(audio.pcm, audio.rate) - 440.0) < 3.0  # decoded at the right rate
+    assert np.sqrt(np.mean(audio.pcm.astype(np.float64) ** 2)) > 1000  # a tone, not silence
+
+    engine = TtsEngine(TtsConfig(backends={"es": ("edge",)}, fallback="espeak", output_rate=16_000),
+                       {"edge": edge, "espeak": espeak})
+    [piece] = list(engine.speak("Hola a todos.", "es", voice="es-MX-DaliaNeural"))
+    assert (piece.backend, piece.voice, piece.fallback, piece.rate) == (
+        "edge", "es-MX-DaliaNeural", False, 16_000)
+    pcm = np.frombuffer(piece.pcm, dtype="<i2")
+    assert pcm.size == piece.samples and 1.4 < piece.duration < 1.5 + 1.0  # tone, then a pause
+    assert abs(_peak_hz(pcm[: 16_000], 16_000) - 440.0) < 3.0
+    assert engine.stats.failures == {} and engine.stats.fallbacks == 0
+    assert calls[-1][1] == "es-MX-DaliaNeural"
 
 
 class Broken:

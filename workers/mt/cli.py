@@ -27,6 +27,9 @@ MT_FLAGS = {
     "captions": ("S2ST_MT_CAPTIONS", "live captions: auto (fast routes only), on, off"),
     "caption_interval_s": ("S2ST_MT_CAPTION_INTERVAL_S", "least time between two captions (default 0.5)"),
     "apertium_timeout_s": ("S2ST_MT_APERTIUM_TIMEOUT_S", "longest Apertium call (default 10)"),
+    "model_fallback": ("S2ST_MT_MODEL_FALLBACK",
+                       "a model a rule names that cannot load: off (default) stops the worker at "
+                       "start, on translates its pairs with the next backend of their rule"),
 }
 
 
@@ -97,6 +100,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from bus.runtime import Worker
     from ops.runner import run_async
 
+    from .errors import StartupError
     from .stage import MTStage
 
     stage = MTStage(mt_settings_from_args(args))
@@ -105,7 +109,11 @@ def run_worker(args: argparse.Namespace) -> int:
         await Worker(stage, settings).run(handle_signals=True)
         return 0
 
-    return run_async(args, main)
+    try:
+        return run_async(args, main)
+    except StartupError as exc:
+        print(f"s2st mt: {exc}", file=sys.stderr)
+        return 2
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -14,6 +14,9 @@
 ``S2ST_MT_CAPTIONS``  ``auto`` (fast backends only), ``on`` or ``off``
 ``S2ST_MT_CAPTION_INTERVAL_S`` the least time between two caption translations (0.5)
 ``S2ST_MT_APERTIUM_TIMEOUT_S`` the longest one Apertium call may take (10)
+``S2ST_MT_MODEL_FALLBACK`` ``off`` (default): a model named by a rule that does not load
+                      stops the worker at start; ``on``: its pairs use the next backend of
+                      their rule (logged, counted, shown by `s2st status`)
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class MTSettings:
     pivots: tuple[str, ...] = ("en", "es")
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     apertium_timeout_s: float = 10.0
+    model_fallback: bool = False  # a model that does not load: stop (False) or fall back
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     @classmethod
@@ -71,6 +75,7 @@ class MTSettings:
             pivots=tuple(p.strip() for p in env.get("S2ST_MT_PIVOTS", "en,es").split(",") if p.strip()),
             models=models,
             apertium_timeout_s=_number(env, "S2ST_MT_APERTIUM_TIMEOUT_S", 10.0, float, minimum=0.1),
+            model_fallback=_switch(env, "S2ST_MT_MODEL_FALLBACK", False),
             engine=engine,
         )
         settings.validate()
@@ -96,6 +101,27 @@ class MTSettings:
                 raise ValueError(
                     f"model {name!r} needs 'kind' ({' or '.join(MODEL_KINDS)}) and 'path'"
                 )
+
+
+    def rule_models(self) -> list[str]:
+        """The models of S2ST_MT_MODELS that a rule names, in the order the rules name them
+        (the worker loads them at start)."""
+        names = [n for rule in parse_rules(self.backends) for n in rule.backends if n in self.models]
+        return list(dict.fromkeys(names))
+
+
+_SWITCH = {"on": True, "1": True, "true": True, "yes": True,
+           "off": False, "0": False, "false": False, "no": False}
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """An on/off setting (on, off, 1, 0, true, false, yes, no)."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in _SWITCH:
+        raise ValueError(f"{name} must be on or off, not {raw!r}")
+    return _SWITCH[raw]
 
 
 def _number(env: Mapping[str, str], name: str, default: N, kind: type[N], *, minimum: N) -> N:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, cast
 
-from . import langs
+from . import langs, metrics
 from .captions import CaptionStabilizer
-from .errors import InputRejected, MTError, UnsupportedPair
+from .errors import BackendFailure, BackendUnavailable, InputRejected, MTError, UnsupportedPair
 from .router import Router
 from .segmenter import ClauseSegmenter, Piece, Span
 
@@ -98,13 +98,27 @@ class TranslationOut:
 
 @dataclass(frozen=True)
 class Skip:
-    """A translation that was not produced, and why (also logged)."""
+    """A translation that was not produced, and why (also logged and counted)."""
 
     lang: str
     src_lang: str
     src_seq_first: int
     src_seq: int
     error: str
+    reason: str = "error"  # no_route, backend_failure, empty or error
+
+    @property
+    def pair(self) -> str:
+        return f"{self.src_lang}-{self.lang}"
+
+
+def skip_reason(exc: Exception) -> str:
+    """The ``reason`` label of a skipped translation."""
+    if isinstance(exc, UnsupportedPair):
+        return "no_route"
+    if isinstance(exc, BackendFailure | BackendUnavailable):
+        return "backend_failure"
+    return "error"
 
 
 @dataclass
@@ -134,10 +148,12 @@ class SessionEngine:
         targets: Iterable[str],
         config: EngineConfig | None = None,
         session: str = "",
+        on_skip: Callable[[Skip], None] | None = None,
     ) -> None:
         self.router = router
         self.config = config or EngineConfig()
         self.session = session
+        self.on_skip = on_skip  # told of every skipped translation (the worker's health)
         self.segmenter = ClauseSegmenter(
             hold_timeout_s=self.config.hold_timeout_s,
             idle_hold_s=self.config.idle_hold_s,
@@ -281,11 +297,15 @@ class SessionEngine:
             try:
                 result = self.router.translate(span.text, span.lang, target.lang, context)
             except Exception as exc:  # any failing backend: the other targets still get the span
-                self._skip(span, target.lang, exc)
+                self._skip(span, target.lang, exc, skip_reason(exc))
                 continue
             if not result.text.strip():
-                self._skip(span, target.lang, MTError("the backend returned an empty translation"))
+                self._skip(span, target.lang, MTError("the backend returned an empty translation"),
+                           "empty")
                 continue
+            if result.unavailable:
+                metrics.FALLBACKS.labels(f"{span.lang}-{target.lang}", ",".join(result.unavailable),
+                                         result.route).inc()
             out.append(
                 TranslationOut(
                     kind="committed", lang=target.lang, src_lang=span.lang, text=result.text,
@@ -301,10 +321,14 @@ class SessionEngine:
         self.stats["translations"] += len(out)
         return out
 
-    def _skip(self, span: Span, tgt: str, exc: Exception) -> None:
+    def _skip(self, span: Span, tgt: str, exc: Exception, reason: str) -> None:
         self.stats["skipped"] += 1
-        skip = Skip(tgt, span.lang, span.first_seq, span.last_seq, f"{type(exc).__name__}: {exc}")
+        skip = Skip(tgt, span.lang, span.first_seq, span.last_seq, f"{type(exc).__name__}: {exc}",
+                    reason)
         self.skipped.append(skip)
+        metrics.SKIPPED.labels(skip.pair, reason).inc()
+        if self.on_skip is not None:
+            self.on_skip(skip)
         key = (span.lang, tgt, type(exc).__name__)
         level = logging.DEBUG if key in self._warned else logging.WARNING
         self._warned.add(key)

@@ -32,3 +32,7 @@ class BackendUnavailable(MTError):
 
 class BackendFailure(MTError):
     """A backend failed or timed out on one text; it has been reset for the next one."""
+
+
+class StartupError(MTError):
+    """The worker cannot start as configured (a model named by a rule does not load)."""

@@ -6,6 +6,11 @@ sides always goes to the pass-through backend. When no preferred backend transla
 directly, the router tries ``src -> pivot -> tgt`` through each pivot language in turn, each
 leg chosen by the same rules. The route string says what was used, e.g. ``apertium:en-es`` or
 ``apertium:fr-es>apertium:es-en``.
+
+A backend that cannot load is passed over (the worker only lets that happen with
+``S2ST_MT_MODEL_FALLBACK=on``): a route found without it is a *fallback*, logged at warning
+and counted, and :meth:`Router.health` lists it with the backends that could not load and the
+pairs with no route at all, for `s2st status`.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from . import langs
+from . import langs, metrics
 from .backends.base import Translator
 from .backends.passthrough import PassthroughTranslator
 from .errors import BackendUnavailable, UnsupportedPair
@@ -90,10 +96,16 @@ class Hop:
 @dataclass(frozen=True)
 class Route:
     hops: tuple[Hop, ...]
+    # backends the rules prefer that were passed over because they could not load
+    unavailable: tuple[str, ...] = ()
 
     @property
     def fast(self) -> bool:
         return all(hop.backend.fast for hop in self.hops)
+
+    @property
+    def fallback(self) -> bool:
+        return bool(self.unavailable)
 
     def __str__(self) -> str:
         return ">".join(str(hop) for hop in self.hops)
@@ -103,6 +115,7 @@ class Route:
 class Translation:
     text: str
     route: str
+    unavailable: tuple[str, ...] = ()  # a fallback route: the preferred backends passed over
 
 
 class Router:
@@ -127,6 +140,7 @@ class Router:
         self.passthrough = PassthroughTranslator()
         self._routes: dict[tuple[str, str], Route] = {}
         self._failed: dict[str, BackendUnavailable] = {}  # factories that could not load
+        self._no_route: dict[str, str] = {}  # "src-tgt" -> why, for health()
         self._lock = threading.Lock()
 
     def backend(self, name: str) -> Translator:
@@ -144,6 +158,7 @@ class Router:
                 except BackendUnavailable as exc:
                     log.error("MT backend %s cannot load: %s", name, exc)
                     self._failed[name] = exc
+                    metrics.BACKEND_UNAVAILABLE.labels(name).set(1)
                     raise
                 self._entries[name] = entry
             return entry
@@ -154,11 +169,14 @@ class Router:
                 return rule.backends
         return ()
 
-    def _direct(self, src: str, tgt: str) -> Hop | None:
+    def _direct(self, src: str, tgt: str, passed: dict[str, None]) -> Hop | None:
+        """The first backend of the pair's rule that loads and has the pair; the ones that
+        could not load go into ``passed``."""
         for name in self._candidates(src, tgt):
             try:
                 backend = self.backend(name)
             except BackendUnavailable:
+                passed[name] = None
                 continue
             if backend.supports(src, tgt):
                 return Hop(backend, src, tgt)
@@ -171,24 +189,36 @@ class Router:
         cached = self._routes.get(key)
         if cached is not None:
             return cached
-        route = self._find(src, tgt)
+        try:
+            route = self._find(src, tgt)
+        except UnsupportedPair as exc:
+            self._no_route[f"{src}-{tgt}"] = str(exc)
+            raise
+        self._no_route.pop(f"{src}-{tgt}", None)
+        if route.fallback and key not in self._routes:
+            log.warning("MT pair %s-%s: %s could not load, translated by %s instead", src, tgt,
+                        ", ".join(route.unavailable), route)
         self._routes[key] = route
         return route
 
     def _find(self, src: str, tgt: str) -> Route:
         if src == tgt:
             return Route((Hop(self.passthrough, src, tgt),))
-        direct = self._direct(src, tgt)
+        passed: dict[str, None] = {}  # backends that could not load, in the order met
+        direct = self._direct(src, tgt, passed)
         if direct is not None:
-            return Route((direct,))
+            return Route((direct,), tuple(passed))
         for pivot in self.pivots:
             if pivot in (src, tgt):
                 continue
-            first, second = self._direct(src, pivot), self._direct(pivot, tgt)
+            first, second = self._direct(src, pivot, passed), self._direct(pivot, tgt, passed)
             if first is not None and second is not None:
-                return Route((first, second))
+                return Route((first, second), tuple(passed))
         tried = ", ".join(self.pivots) or "none"
-        raise UnsupportedPair(src, tgt, f"no backend for it directly or through pivots ({tried})")
+        detail = f"no backend for it directly or through pivots ({tried})"
+        if passed:
+            detail += "; could not load: " + ", ".join(passed)
+        raise UnsupportedPair(src, tgt, detail)
 
     def supports(self, src: str, tgt: str) -> bool:
         try:
@@ -204,7 +234,7 @@ class Router:
         current = text
         for index, hop in enumerate(route.hops):
             current = hop.backend.translate(current, hop.src, hop.tgt, context if index == 0 else ())
-        return Translation(text=current, route=str(route))
+        return Translation(text=current, route=str(route), unavailable=route.unavailable)
 
     def warm(self, src: str, tgt: str) -> Route:
         """Choose the route and run one short text along it, so pipelines are started and
@@ -212,6 +242,26 @@ class Router:
         route = self.route(src, tgt)
         self.translate("Hello." if langs.normalize(src) == "en" else "a", src, tgt)
         return route
+
+    def unavailable(self) -> dict[str, str]:
+        """Backends that could not load, and why."""
+        with self._lock:
+            return {name: str(exc) for name, exc in self._failed.items()}
+
+    def health(self) -> dict[str, Any]:
+        """What is not as configured, as plain data (empty when all is): backends that could
+        not load, pairs translated on a fallback route, pairs with no route."""
+        out: dict[str, Any] = {}
+        unavailable = self.unavailable()
+        if unavailable:
+            out["unavailable"] = unavailable
+        fallbacks = {f"{src}-{tgt}": f"{route}, instead of {', '.join(route.unavailable)}"
+                     for (src, tgt), route in list(self._routes.items()) if route.fallback}
+        if fallbacks:
+            out["fallback"] = fallbacks
+        if self._no_route:
+            out["no_route"] = dict(self._no_route)
+        return out
 
     def close(self) -> None:
         with self._lock:

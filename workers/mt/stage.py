@@ -14,9 +14,12 @@ held text is rebuilt from the streams (:mod:`workers.mt.takeover`).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bus import clock
 from bus.events import ControlEvent, Event, Transcript, Translation
@@ -25,8 +28,8 @@ from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
 
 from . import langs
 from .config import MTSettings, build_router
-from .engine import SessionEngine, TranscriptIn, TranslationOut
-from .errors import InputRejected, MTError
+from .engine import SessionEngine, Skip, TranscriptIn, TranslationOut
+from .errors import BackendUnavailable, InputRejected, MTError, StartupError
 from .router import Router
 from .takeover import find_checkpoint, handled_pieces, translation_seq
 
@@ -70,12 +73,53 @@ class MTStage(Stage):
         self.router = router
         self._own_router = router is None
         self._warmed: set[tuple[str, str]] = set()
+        self._skipped: Counter[str] = Counter()  # "src-tgt reason" -> spans not translated
+        self._skip_lock = threading.Lock()  # engines run in worker threads
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def setup(self) -> None:
         if self.router is None:
             self.router = await asyncio.to_thread(build_router, self.settings)
+        try:
+            await asyncio.to_thread(self._load_models)
+        except StartupError:
+            if self._own_router:
+                await asyncio.to_thread(self.router.close)
+            raise
+
+    def _load_models(self) -> None:
+        """Load every model a rule names now, not at its first sentence: one that cannot load
+        stops the worker with the reason, unless S2ST_MT_MODEL_FALLBACK=on lets its pairs
+        use the next backend of their rule (logged, counted, in ``health``)."""
+        assert self.router is not None
+        for name in self.settings.rule_models():
+            try:
+                self.router.backend(name)
+            except BackendUnavailable as exc:
+                if not self.settings.model_fallback:
+                    spec, reason = self.settings.models[name], " ".join(str(exc).split())
+                    raise StartupError(
+                        f"MT model {name!r} ({spec.get('kind')}, {spec.get('path')}) cannot "
+                        f"load: {reason.rstrip('.')}. Fix it in "
+                        f"S2ST_MT_MODELS, or set S2ST_MT_MODEL_FALLBACK=on to translate its "
+                        f"pairs with the next backend of their rule"
+                    ) from exc
+                log.warning("mt model unavailable: its pairs fall back to the next backend of "
+                            "their rule", backend=name, error=str(exc))
+
+    def health(self) -> dict[str, Any]:
+        """What `s2st status` shows of this worker: models that could not load, pairs on a
+        fallback route or with no route, spans skipped per pair and reason."""
+        out = self.router.health() if self.router is not None else {}
+        with self._skip_lock:
+            if self._skipped:
+                out["skipped"] = dict(sorted(self._skipped.items()))
+        return out
+
+    def _on_skip(self, skip: Skip) -> None:
+        with self._skip_lock:
+            self._skipped[f"{skip.pair} {skip.reason}"] += 1
 
     async def teardown(self) -> None:
         if self.router is not None and self._own_router:
@@ -193,7 +237,8 @@ class MTStage(Stage):
 
     def _new_session(self, ctx: PartitionContext) -> _Session:
         assert self.router is not None, "setup() builds the router"
-        engine = SessionEngine(self.router, [], self.settings.engine, session=str(ctx.partition))
+        engine = SessionEngine(self.router, [], self.settings.engine, session=str(ctx.partition),
+                               on_skip=self._on_skip)
         return _Session(engine)
 
     async def _session(self, ctx: PartitionContext) -> _Session:

@@ -1,7 +1,9 @@
 """Translation with an instruction-tuned causal LLM through transformers.
 
 The seed design is a 7B instruct model (Mistral-7B-Instruct) loaded 4-bit with bitsandbytes on
-CUDA; on a CPU host any causal LM loads in float32 (slowly: only small models make sense there).
+CUDA (the ``llm`` extra; without it the backend does not load: it never falls back to 16 bits
+on its own); on a CPU host any causal LM loads in float32 (slowly: only small models make sense
+there).
 Weights come from a local folder or the Hugging Face cache, never a download.
 
 The prompt gives the model the previous source sentences as context and asks for the
@@ -11,6 +13,7 @@ to the input, and the answer is cleaned to its first line, without quotes or a l
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import threading
@@ -23,6 +26,9 @@ from ..errors import BackendFailure, BackendUnavailable, InputRejected
 from ._torch import pick_device
 
 log = logging.getLogger(__name__)
+
+QUANTIZE_MODES = ("auto", "4bit", "8bit", "none")
+LLM_EXTRA = "pip install 's2st[llm]'"  # bitsandbytes and accelerate (CUDA hosts only)
 
 SYSTEM_PROMPT = (
     "You are a professional simultaneous interpreter. Translate the text you are given "
@@ -69,8 +75,8 @@ def clean_answer(answer: str, tgt: str) -> str:
 class LLMTranslator:
     """A causal LLM behind the Translator interface.
 
-    ``quantize``: ``auto`` (4-bit on CUDA when bitsandbytes is installed), ``4bit``, ``8bit``
-    or ``none``. ``languages`` limits the pairs (all pairs of these languages); without it
+    ``quantize``: ``auto`` (4-bit on CUDA, none on a CPU), ``4bit``, ``8bit`` (CUDA and the
+    ``llm`` extra, else :class:`BackendUnavailable` naming what is missing) or ``none``. ``languages`` limits the pairs (all pairs of these languages); without it
     every pair of two different languages is accepted.
     """
 
@@ -102,20 +108,33 @@ class LLMTranslator:
         self._load()
 
     def _quantization_config(self) -> Any:
+        """The bitsandbytes config of ``quantize`` on this device, or None for full weights.
+
+        ``auto`` is 4-bit on CUDA and none on a CPU. A quantization that cannot be had is an
+        error naming what is missing, never a silent load in 16 bits (a 7B model that fits
+        a GPU in 4 bits may not in 16): ``quantize: "none"`` asks for 16 bits explicitly.
+        """
         mode = self.quantize
+        if mode not in QUANTIZE_MODES:
+            raise BackendUnavailable(
+                f"unknown quantization {mode!r}: use {', '.join(QUANTIZE_MODES)}")
         if mode == "auto":
-            if self.device != "cuda":
-                return None
-            try:
-                import bitsandbytes  # noqa: F401
-            except ImportError:
-                log.warning("bitsandbytes is not installed: loading %s in 16 bits", self.path)
-                return None
-            mode = "4bit"
+            mode = "4bit" if self.device == "cuda" else "none"
         if mode == "none":
             return None
         if self.device != "cuda":
-            raise BackendUnavailable(f"{mode} quantization needs a CUDA device (device is {self.device})")
+            raise BackendUnavailable(
+                f"{mode} quantization needs a CUDA device (device is {self.device}); "
+                f"use \"quantize\": \"none\" on a CPU")
+        for package in ("bitsandbytes", "accelerate"):
+            try:
+                importlib.import_module(package)
+            except Exception as exc:  # ImportError, or a broken CUDA set-up at import
+                raise BackendUnavailable(
+                    f"{self.name}: quantize={self.quantize!r} loads {self.path} {mode} on CUDA "
+                    f"through {package}, which cannot be imported ({type(exc).__name__}: "
+                    f"{exc}): install the llm extra, {LLM_EXTRA}, or set \"quantize\": "
+                    f"\"none\" to load it in 16 bits") from exc
         import torch
         from transformers import BitsAndBytesConfig
 
@@ -126,16 +145,17 @@ class LLMTranslator:
                 bnb_4bit_compute_dtype=torch.float16,
                 bnb_4bit_use_double_quant=True,
             )
-        if mode == "8bit":
-            return BitsAndBytesConfig(load_in_8bit=True)
-        raise BackendUnavailable(f"unknown quantization {mode!r}: use auto, 4bit, 8bit or none")
+        return BitsAndBytesConfig(load_in_8bit=True)
 
     def _load(self) -> None:
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:  # pragma: no cover
-            raise BackendUnavailable("the LLM backend needs torch and transformers") from exc
+            raise BackendUnavailable(
+                f"the LLM backend needs torch and transformers ({exc}): install torch (pinned) "
+                f"first, then {LLM_EXTRA} on a CUDA host or pip install 's2st[mt]' on a CPU"
+            ) from exc
         quantization = self._quantization_config()
         kwargs: dict[str, Any] = {"local_files_only": True}
         if quantization is not None:
@@ -146,8 +166,10 @@ class LLMTranslator:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
             self.model = AutoModelForCausalLM.from_pretrained(self.path, **kwargs)  # type: ignore[no-untyped-call]
-        except (OSError, ValueError) as exc:
-            raise BackendUnavailable(f"cannot load LLM {self.path}: {exc}") from exc
+        except (OSError, ValueError, ImportError) as exc:
+            raise BackendUnavailable(
+                f"cannot load LLM {self.path} (a local folder, or a model already in the Hugging "
+                f"Face cache, HF_HOME: nothing is downloaded): {exc}") from exc
         if quantization is None:
             self.model.to(self.device)
         self.model.eval()
