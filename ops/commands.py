@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 from bus.settings import BusSettings, add_bus_options
@@ -27,10 +29,24 @@ def register(commands: Any, bench: Any) -> None:
     add_bus_options(p)
     p.set_defaults(func=_worker)
 
-    p = commands.add_parser("room", help="create rooms and set their target languages")
-    p.add_argument("action", choices=["create", "list"])
+    p = commands.add_parser(
+        "room", help="create rooms, set their target languages, make access links",
+        description="create ROOM --langs es,ca: a room and its target languages; list: the "
+        "rooms; token ROOM --role listener|speaker|admin --ttl 8h: print a link to the room "
+        "with an access token signed with S2ST_WEB_SECRET (no Redis needed; admin tokens "
+        "open every room).")
+    p.add_argument("action", choices=["create", "list", "token"])
     p.add_argument("room", nargs="?")
     p.add_argument("--langs", default="", help="comma-separated target languages, e.g. es,ca")
+    t = p.add_argument_group("token")
+    t.add_argument("--role", choices=["listener", "speaker", "admin"], default="listener",
+                   help="what the link lets its holder do (listener)")
+    t.add_argument("--ttl", default="8h", help="how long the token is valid: 90s, 30m, 8h, "
+                   "2d (8h; at most 90d)")
+    t.add_argument("--base-url", default=os.environ.get("S2ST_WEB_URL", "http://127.0.0.1:8080"),
+                   help="where s2st web is reached (S2ST_WEB_URL, else http://127.0.0.1:8080)")
+    t.add_argument("--lang", help="listener: the language the page opens in (default: the "
+                   "room's first); speaker: the language spoken")
     add_bus_options(p)
     p.set_defaults(func=_room)
 
@@ -72,7 +88,45 @@ def _worker(args: argparse.Namespace) -> int:
     return run_async(args, main)
 
 
+def room_link(base_url: str, room: str | None, role: str, token: str,
+              lang: str | None = None) -> str:
+    """The link a token is handed out as (the page strips the token from the address bar)."""
+    base = base_url.rstrip("/")
+    query = f"lang={lang}&" if lang else ""
+    if role == "admin":
+        return f"{base}/?token={token}"
+    path = f"/room/{room}/speak" if role == "speaker" else f"/room/{room}"
+    return f"{base}{path}?{query}token={token}"
+
+
+def _room_token(args: argparse.Namespace) -> int:
+    from bus.ids import InvalidId, check_id, check_lang
+    from player_agent.web.tokens import SecretError, expiry_text, mint, parse_ttl, secret_from_env
+
+    try:
+        secret = secret_from_env()
+        ttl = parse_ttl(args.ttl)
+        if args.role != "admin" and not args.room:
+            raise ValueError("a room id is required: s2st room token ROOM --role ...")
+        room = check_id(args.room, "room id") if args.room else None
+        lang = check_lang(args.lang) if args.lang else None
+        if not args.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"--base-url must start with http:// or https://, got "
+                             f"{args.base_url!r}")
+    except (SecretError, ValueError, InvalidId) as exc:
+        print(f"s2st room token: {exc}", file=sys.stderr)
+        return 2
+    token, grant = mint(secret, room or "*", args.role, ttl)
+    print(room_link(args.base_url, room, args.role, token, lang))
+    scope = "every room" if args.role == "admin" else f"room {room}"
+    print(f"{args.role} link for {scope}, valid until {expiry_text(grant)} "
+          f"(token id {grant.token_id})", file=sys.stderr)
+    return 0
+
+
 def _room(args: argparse.Namespace) -> int:
+    if args.action == "token":
+        return _room_token(args)
     from bus.connection import connect
     from bus.registry import Registry
 

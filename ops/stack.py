@@ -29,6 +29,7 @@ from ops.supervisor import Supervisor
 
 TIER_REDIS, TIER_WORKERS, TIER_CLIENTS = 0, 1, 2
 READY_TIMEOUT_S = 300.0
+WEB_TOKEN_TTL_S = 12 * 3600.0  # the links `s2st up --web` prints
 
 
 class StackError(RuntimeError):
@@ -48,6 +49,7 @@ class Stack:
     profile: str = "cpu"
     state_dir: Path = Path(".state")
     web_port: int | None = None  # also serve the live room pages (s2st web) on this port
+    web_secret: str | None = None  # S2ST_WEB_SECRET, or one made for this run (web_links)
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     search_path: str | None = None  # where redis-server is looked for (default: PATH)
     redis: RedisPlan | None = None
@@ -102,7 +104,36 @@ class Stack:
             self.worker_ids[stage] = ids
         if self.web_port is not None:
             self.supervisor.start("web", s2st_argv("web", "--port", str(self.web_port)),
-                                  self.env(), tier=TIER_WORKERS)
+                                  self.env(S2ST_WEB_SECRET=self._web_secret()),
+                                  tier=TIER_WORKERS)
+
+    def _web_secret(self) -> str:
+        """The environment's S2ST_WEB_SECRET, else a new one that lives as long as this run."""
+        from player_agent.web.tokens import SECRET_ENV, SecretError, check_secret, new_secret
+
+        if self.web_secret is None:
+            given = self.base_env.get(SECRET_ENV)
+            if given:
+                try:
+                    check_secret(given)
+                except SecretError as exc:
+                    raise StackError(str(exc)) from None
+            self.web_secret = given or new_secret()
+        return self.web_secret
+
+    def web_links(self, ttl_s: float = WEB_TOKEN_TTL_S) -> tuple[str, str]:
+        """A listener link to the first room and an admin link to the room list."""
+        from ops.commands import room_link
+        from player_agent.web.tokens import mint
+
+        assert self.web_port is not None
+        base = f"http://127.0.0.1:{self.web_port}"
+        secret = self._web_secret().encode()
+        room, langs = next(iter(self.config.rooms.items()), ("demo", ["es"]))
+        listener, _ = mint(secret, room, "listener", ttl_s)
+        admin, _ = mint(secret, "*", "admin", ttl_s)
+        return (room_link(base, room, "listener", listener, langs[0] if langs else "es"),
+                room_link(base, None, "admin", admin))
 
     async def _create_rooms(self) -> None:
         from bus.connection import connect
@@ -155,9 +186,10 @@ class Stack:
             f"tts:     x{counts['tts']}  backends={env.get('S2ST_TTS_BACKENDS', 'default')}",
         ]
         if self.web_port is not None:
-            room, langs = next(iter(self.config.rooms.items()), ("demo", ["es"]))
-            lang = langs[0] if langs else "es"
-            lines.append(f"web:     http://127.0.0.1:{self.web_port}/room/{room}?lang={lang}")
+            listener, admin = self.web_links()
+            lines.append(f"web:     {listener}")
+            lines.append(f"         (listener link; every room: {admin}; valid "
+                         f"{WEB_TOKEN_TTL_S / 3600:.0f} h)")
         return "\n".join(lines)
 
 

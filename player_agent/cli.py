@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -62,10 +64,18 @@ def register(commands: Any, bench: Any) -> None:
         "web",
         help="web server with a live page per room (captions, translated audio, latency)",
         description="Serve /room/<room>?lang=<lang>: live captions of the source and of the "
-        "translation, the translated speech played in the browser, speakers and latency.",
+        "translation, the translated speech played in the browser, speakers and latency. "
+        "With S2ST_WEB_SECRET set, every page and websocket needs a room token "
+        "(s2st room token); without it the server only starts on a loopback address, or "
+        "with --no-auth.",
     )
     w.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
     w.add_argument("--port", type=int, default=8080, help="listen port (8080)")
+    w.add_argument("--no-auth", action="store_true",
+                   help="serve every room to anyone who can reach the server, without tokens "
+                   "(local development; S2ST_WEB_SECRET is ignored)")
+    w.add_argument("--cert", help="serve HTTPS with this certificate (PEM; with --key)")
+    w.add_argument("--key", help="the certificate's private key (PEM)")
     add_bus_options(w)
     w.set_defaults(func=cmd_web)
 
@@ -185,6 +195,34 @@ def _write_summary(path: Path, config: Any, report: Any) -> None:
     path.write_text(json.dumps(summary, indent=2))
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def web_secret(args: argparse.Namespace) -> tuple[bytes | None, str | None]:
+    """The secret pages are checked with (None: no tokens), or why the server may not start."""
+    from player_agent.web.tokens import SECRET_ENV, SecretError, check_secret
+
+    if args.no_auth:
+        return None, None
+    value = os.environ.get(SECRET_ENV)
+    if value:
+        try:
+            return check_secret(value), None
+        except SecretError as exc:
+            return None, str(exc)
+    if is_loopback(args.host):
+        return None, None
+    return None, (f"refusing to serve {args.host} without access tokens: set {SECRET_ENV} "
+                  "(then hand out links made by `s2st room token`), or give --no-auth to let "
+                  "anyone who can reach it open every room")
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -193,11 +231,35 @@ def cmd_web(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"s2st web: needs the web extra (pip install 's2st[web]'): {exc}", file=sys.stderr)
         return 2
+    secret, refusal = web_secret(args)
+    if refusal is None and bool(args.cert) != bool(args.key):
+        refusal = "give both --cert and --key, or neither"
+    for path in (args.cert, args.key):
+        if refusal is None and path and not Path(path).is_file():
+            refusal = f"no such file: {path}"
+    if refusal is not None:
+        print(f"s2st web: {refusal}", file=sys.stderr)
+        return 2
 
     async def main(settings: BusSettings) -> int:
-        app = create_app(settings)
+        from bus.logs import get_logger
+
+        log = get_logger("player.web")
+        scheme = "https" if args.cert else "http"
+        where = f"{scheme}://{args.host}:{args.port}"
+        if secret is None:
+            log.warning("ACCESS TOKENS OFF: anyone who can reach the server opens every room",
+                        url=where, why="--no-auth" if args.no_auth else "no S2ST_WEB_SECRET, "
+                        "loopback only")
+        else:
+            log.info("access tokens required (s2st room token)", url=where)
+            if scheme == "http" and not is_loopback(args.host):
+                log.warning("tokens and audio travel in clear text: serve HTTPS (--cert/--key) "
+                            "or put a TLS proxy in front", url=where)
+        app = create_app(settings, secret=secret)
         server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
-                                               log_level=settings.log_level, lifespan="on"))
+                                               log_level=settings.log_level, lifespan="on",
+                                               ssl_certfile=args.cert, ssl_keyfile=args.key))
         # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler that was
         # there before: make that one a no-op so a clean stop exits 0 like the workers
         signal.signal(signal.SIGTERM, lambda *_: None)

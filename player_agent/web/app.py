@@ -6,7 +6,16 @@ Routes:
 - ``GET /api/rooms``             the same as JSON
 - ``GET /room/{room}?lang=es``   the live page (static HTML + JS, no build step)
 - ``WS  /ws/{room}?lang=es``     the page's feed (see feed.py)
-- ``GET /healthz``               Redis reachable
+- ``GET /room/{room}/speak``      reserved for the speaker page (speaker token; not built yet)
+- ``GET /healthz``               Redis reachable (never needs a token)
+
+With a secret (``S2ST_WEB_SECRET``, tokens.py) every page and websocket needs a token that
+opens the room for the role: listener for ``/room`` and ``/ws``, speaker for ``/speak``, admin
+for ``/`` and ``/api/rooms``. The token comes as ``?token=`` (or ``Authorization: Bearer``);
+a websocket without one in its URL must send ``{"type": "auth", "token": ...}`` first (what
+the page does, so the token is in no URL the server logs). A page is refused with a 401 page
+saying why (missing, invalid, expired, wrong room, wrong role), a websocket closed with code
+4401 and the reason.
 
 Room and language come from the URL and are checked (``check_id``, ``check_lang``) before
 any key is built from them; a room that is not registered is a 404 (a websocket is closed
@@ -19,16 +28,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from bus.connection import connect
 from bus.ids import InvalidId, check_id, check_lang
@@ -37,10 +48,20 @@ from bus.registry import Registry
 from bus.settings import BusSettings
 from bus.tasks import cancel_and_wait
 from player_agent.web.feed import RoomFeed
+from player_agent.web.tokens import Role, TokenRefused, redact_server_logs, verify
 
 log = get_logger("player.web")
 STATIC = Path(__file__).resolve().parent / "static"
 LISTENER_TTL_S = 30.0
+AUTH_WAIT_S = 10.0  # a websocket without a token in its URL must send it within this
+PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+# a page opened again without its token (reloaded after the address bar was cleaned) asks
+# for the one the page kept in sessionStorage
+RETRY_WITH_KEPT_TOKEN = """<script>
+const kept = sessionStorage.getItem("s2st-token:" + location.pathname);
+if (kept) { const u = new URL(location.href); u.searchParams.set("token", kept);
+            location.replace(u.href); }
+</script>"""
 
 
 class BadRequest(Exception):
@@ -54,7 +75,62 @@ class MissingLang(BadRequest):
     pass
 
 
-def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float = 1.0) -> Starlette:
+def token_of(request: Request | WebSocket) -> str | None:
+    token = request.query_params.get("token")
+    if token:
+        return token
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+def refused_page(exc: TokenRefused) -> Response:
+    body = (f"<!doctype html><meta charset=utf-8><title>s2st: access refused</title>"
+            f'<h1>Access refused</h1><p id="reason" data-reason="{exc.reason}">'
+            f"{html.escape(exc.message, quote=False)}</p>")
+    if exc.reason == "missing":
+        body += RETRY_WITH_KEPT_TOKEN
+    else:
+        body += "<script>sessionStorage.removeItem('s2st-token:' + location.pathname)</script>"
+    return HTMLResponse(body, 401, headers={**PAGE_HEADERS,
+                                            "WWW-Authenticate": 'Bearer realm="s2st"'})
+
+
+def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float = 1.0,
+               secret: bytes | None = None) -> Starlette:
+    """The app; with ``secret`` every page and websocket needs a token (tokens.py)."""
+    redact_server_logs()
+
+    def refusal(request: Request, room: str, need: Role) -> Response | None:
+        """None if the request may open ``room`` as ``need`` (always, without a secret)."""
+        if secret is None:
+            return None
+        try:
+            verify(secret, token_of(request), room, need)
+        except TokenRefused as exc:
+            return refused_page(exc)
+        return None
+
+    async def ws_refused(ws: WebSocket, room: str) -> bool:
+        """Checks an accepted websocket's token; closes it with 4401 and True if refused."""
+        if secret is None:
+            return False
+        token = token_of(ws)
+        if token is None:
+            with contextlib.suppress(TimeoutError, ValueError, KeyError, TypeError):
+                message = await asyncio.wait_for(ws.receive(), AUTH_WAIT_S)
+                first = json.loads(message.get("text") or "null")
+                if first["type"] == "auth":
+                    token = str(first["token"])
+        try:
+            verify(secret, token, room, "listener")
+        except TokenRefused as exc:
+            if ws.client_state is WebSocketState.CONNECTED:
+                await ws.close(code=4401, reason=exc.message[:120])
+            return True
+        return False
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.redis = await connect(settings, wait_s=settings.redis_wait_s)
@@ -84,45 +160,82 @@ def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float
         return room, lang
 
     async def index(request: Request) -> Response:
+        if (refused := refusal(request, "*", "admin")) is not None:
+            return refused
         rooms = await _rooms(request.app.state.registry)
+        token = token_of(request)
+        extra = f"&token={quote(token)}" if secret is not None and token else ""
         items = []
         for r in rooms:
             links = " ".join(
-                f'<a href="/room/{html.escape(r["room"])}?lang={html.escape(lang)}">'
+                f'<a href="/room/{html.escape(r["room"])}?lang={html.escape(lang)}'
+                f'{html.escape(extra)}">'
                 f"{html.escape(lang)}</a>" for lang in r["targets"]) or "(no languages yet)"
             items.append(f"<li>{html.escape(r['room'])}: {links}</li>")
         body = "".join(items) or "<li>no rooms yet</li>"
-        return HTMLResponse(f"<!doctype html><title>s2st rooms</title><h1>Rooms</h1><ul>{body}</ul>")
+        return HTMLResponse(f"<!doctype html><title>s2st rooms</title><h1>Rooms</h1><ul>{body}</ul>",
+                            headers=PAGE_HEADERS)
 
     async def api_rooms(request: Request) -> Response:
+        if refusal(request, "*", "admin") is not None:
+            return JSONResponse({"error": "unauthorized"}, 401,
+                                headers={"WWW-Authenticate": 'Bearer realm="s2st"'})
         return JSONResponse({"rooms": await _rooms(request.app.state.registry)})
+
+    def checked_room_id(request: Request) -> str:
+        room: str = request.path_params["room"]
+        try:
+            return check_id(room, "room id")
+        except InvalidId as exc:
+            raise BadRequest(400, str(exc)) from None
 
     async def room_page(request: Request) -> Response:
         try:
+            room = checked_room_id(request)
+            if (refused := refusal(request, room, "listener")) is not None:
+                return refused
             await checked(request)
         except MissingLang as exc:
-            room = request.path_params["room"]  # checked, and the room exists
             targets = await request.app.state.registry.room_targets(room)
             if targets:
-                return RedirectResponse(f"/room/{room}?lang={targets[0]}")
+                token = token_of(request) if secret is not None else None
+                extra = f"&token={quote(token)}" if token else ""
+                return RedirectResponse(f"/room/{room}?lang={targets[0]}{extra}",
+                                        headers=PAGE_HEADERS)
             return HTMLResponse(f"<!doctype html><p>{html.escape(exc.message)}</p>", exc.status)
         except BadRequest as exc:
             return HTMLResponse(f"<!doctype html><p>{html.escape(exc.message)}</p>", exc.status)
-        return FileResponse(STATIC / "room.html", headers={"Cache-Control": "no-store"})
+        return FileResponse(STATIC / "room.html", headers=PAGE_HEADERS)
+
+    async def speak_page(request: Request) -> Response:
+        """Reserved for the browser speaker page: the token check is the speaker's already."""
+        try:
+            room = checked_room_id(request)
+        except BadRequest as exc:
+            return HTMLResponse(f"<!doctype html><p>{html.escape(exc.message)}</p>", exc.status)
+        if (refused := refusal(request, room, "speaker")) is not None:
+            return refused
+        return HTMLResponse("<!doctype html><p>The speaker page is not available yet: speak "
+                            "with <code>s2st capture</code>.</p>", 501, headers=PAGE_HEADERS)
 
     async def healthz(request: Request) -> Response:
         await request.app.state.redis.ping()
         return JSONResponse({"ok": True})
 
     async def feed(ws: WebSocket) -> None:
-        try:
-            room, lang = await checked(ws)
-        except BadRequest as exc:
-            # accepted first so that the page sees why (a refused handshake is only a 403)
-            await ws.accept()
-            await ws.close(code=4000 + exc.status, reason=exc.message[:120])
-            return
+        # accepted first so that the page sees why it is refused (a refused handshake is only
+        # a 403); the token before anything about the room is told
         await ws.accept()
+        try:
+            room = check_id(ws.path_params["room"], "room id")
+            if await ws_refused(ws, room):
+                return
+            room, lang = await checked(ws)
+        except (BadRequest, InvalidId) as exc:
+            status, message = (exc.status, exc.message) if isinstance(exc, BadRequest) else (
+                400, str(exc))
+            await ws.close(code=4000 + status, reason=message[:120])
+            return
         registry: Registry = ws.app.state.registry
         await registry.add_listener(room, lang, LISTENER_TTL_S)
         room_feed = RoomFeed(ws.app.state.redis, settings.keys, room, lang,
@@ -142,6 +255,7 @@ def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float
         Route("/api/rooms", api_rooms),
         Route("/healthz", healthz),
         Route("/room/{room}", room_page),
+        Route("/room/{room}/speak", speak_page),
         WebSocketRoute("/ws/{room}", feed),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

