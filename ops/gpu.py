@@ -381,7 +381,7 @@ def bench_llm(plan: Plan, folder: Path) -> dict[str, Any]:
         wall = time.perf_counter() - t
     made = int(output.shape[1] - encoded["input_ids"].shape[1])
     return {"path": str(folder), "quantize": plan.quantize,
-            "loaded_in_4bit": bool(getattr(mt.model, "is_loaded_in_4bit", False)),
+            "loaded_in_4bit": any(type(m).__name__ == "Linear4bit" for m in mt.model.modules()),
             "parameters": sum(p.numel() for p in mt.model.parameters()),
             "layers": plan.llm_layers, "hidden": plan.llm_hidden,
             "footprint_mib": round(mt.model.get_memory_footprint() / 2**20, 1),
