@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "ops.acl",
     "ops.evaluation.cli",
     "ops.soak.cli",
+    "ops.gpu",
 )
 
 DESCRIPTION = """\

@@ -61,7 +61,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
     try:
         ns = _ints(args.sessions, "--sessions")
         workers = _ints(args.bus_workers, "--bus-workers")
-        source = _source(args.clip)
+        source = source_clip(args.clip)
     except (ValueError, ManifestError) as exc:
         print(f"s2st bench scale: {exc}", file=sys.stderr)
         return 2
@@ -84,7 +84,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
         try:
             if not args.skip_models:
                 clip = _cut(source, args.clip_s, out.with_suffix("") / "clip.wav")
-                report["models"] = _models(stack, supervisor, clip, ns, args.p95_limit,
+                report["models"] = model_ramp(stack, supervisor, clip, ns, args.p95_limit,
                                            out.with_suffix(""))
             if not args.skip_bus and not supervisor.stop_requested.is_set():
                 report["bus"] = _bus(stack, workers, args.bus_sessions, args.bus_events,
@@ -113,7 +113,7 @@ def _ints(text: str, name: str) -> list[int]:
     return values
 
 
-def _source(path: str | None) -> Path:
+def source_clip(path: str | None) -> Path:
     if path:
         if not Path(path).is_file():
             raise ManifestError(f"no such file: {path}")
@@ -139,7 +139,7 @@ def _cut(source: Path, seconds: float, dest: Path) -> Path:
 # -- real models ---------------------------------------------------------------------------
 
 
-def _models(stack: Stack, sup: Supervisor, clip: Path, ns: list[int],
+def model_ramp(stack: Stack, sup: Supervisor, clip: Path, ns: list[int],
             limit: float, out_dir: Path) -> dict[str, Any]:
     from ops.evaluation.score import score_clips
 

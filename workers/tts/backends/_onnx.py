@@ -17,11 +17,38 @@ def cpu_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def cpu_session(model_path: str, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session running one graph at a time on `threads` threads.
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def providers(device: str | None = None) -> list[str]:
+    """The onnxruntime execution providers for ``device`` (default ``S2ST_TTS_DEVICE``, ``auto``).
+
+    ``auto`` is CUDA when the installed onnxruntime has its CUDA provider (onnxruntime-gpu),
+    else the CPU. ``cuda`` without that provider is an error, never a silent CPU run.
+    """
+    import onnxruntime as ort
+
+    device = (device or os.environ.get("S2ST_TTS_DEVICE", "") or "auto").strip().lower()
+    if device not in DEVICES:
+        raise ValueError(f"S2ST_TTS_DEVICE must be one of {', '.join(DEVICES)}, not {device!r}")
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "cuda" and not has_cuda:
+        raise RuntimeError(
+            "S2ST_TTS_DEVICE=cuda but this onnxruntime has no CUDAExecutionProvider "
+            f"(providers: {', '.join(ort.get_available_providers())}): "
+            "pip uninstall onnxruntime && pip install onnxruntime-gpu")
+    if device == "cpu" or not has_cuda:
+        return ["CPUExecutionProvider"]
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def cpu_session(model_path: str, threads: int | None = None, device: str | None = "cpu") -> Any:
+    """An onnxruntime session running one graph at a time on `threads` threads.
 
     Sequential execution with a bounded intra-op pool measured fastest for both Kokoro and
-    Piper on a 2-core host (parallel execution oversubscribes the cores).
+    Piper on a 2-core host (parallel execution oversubscribes the cores). ``device`` picks the
+    providers (:func:`providers`; None: ``S2ST_TTS_DEVICE``); the threads serve the CPU
+    provider and the nodes CUDA does not run.
     """
     import onnxruntime as ort
 
@@ -34,5 +61,5 @@ def cpu_session(model_path: str, threads: int | None = None) -> Any:
     spin = "1" if os.environ.get("S2ST_TTS_SPIN", "").strip() in {"1", "true", "yes"} else "0"
     options.add_session_config_entry("session.intra_op.allow_spinning", spin)
     return ort.InferenceSession(
-        model_path, sess_options=options, providers=["CPUExecutionProvider"]
+        model_path, sess_options=options, providers=providers(device)
     )

