@@ -27,10 +27,22 @@ def register(commands: Any, bench: Any) -> None:
     add_bus_options(p)
     p.set_defaults(func=_worker)
 
-    p = commands.add_parser("room", help="create rooms and set their target languages")
-    p.add_argument("action", choices=["create", "list"])
+    p = commands.add_parser(
+        "room", help="create rooms, set their target languages and glossaries",
+        description="s2st room create ROOM --langs es,ca | s2st room list | s2st room glossary "
+        "ROOM LANG [--set 'TERM=TRANSLATION' | --set TERM] [--remove TERM] [--list]: terms the "
+        "MT must translate into LANG in a fixed form (a TERM alone is kept as it is).",
+    )
+    p.add_argument("action", choices=["create", "list", "glossary"])
     p.add_argument("room", nargs="?")
+    p.add_argument("lang", nargs="?", help="glossary: the target language")
     p.add_argument("--langs", default="", help="comma-separated target languages, e.g. es,ca")
+    p.add_argument("--set", dest="set_terms", action="append", default=[], metavar="TERM[=TR]",
+                   help="glossary: add or replace an entry (repeatable)")
+    p.add_argument("--remove", action="append", default=[], metavar="TERM",
+                   help="glossary: remove an entry (repeatable)")
+    p.add_argument("--list", dest="list_terms", action="store_true",
+                   help="glossary: print the entries (the default with no --set/--remove)")
     add_bus_options(p)
     p.set_defaults(func=_room)
 
@@ -79,6 +91,11 @@ def _room(args: argparse.Namespace) -> int:
     async def main(settings: BusSettings) -> int:
         client = await connect(settings)
         reg = Registry(client, settings.keys, cluster=settings.redis_cluster)
+        if args.action == "glossary":
+            try:
+                return await _glossary(args, client, settings)
+            finally:
+                await client.aclose()
         if args.action == "create":
             if not args.room:
                 print("s2st room create: a room id is required")
@@ -93,6 +110,30 @@ def _room(args: argparse.Namespace) -> int:
         return 0
 
     return run_async(args, main)
+
+
+async def _glossary(args: argparse.Namespace, client: Any, settings: BusSettings) -> int:
+    from bus.ids import InvalidId
+    from workers.mt import glossary
+
+    if not args.room or not args.lang:
+        print("s2st room glossary: a room id and a target language are required")
+        return 2
+    try:
+        key = glossary.glossary_key(settings.keys, args.room, args.lang)
+        added = await glossary.set_terms(client, settings.keys, args.room, args.lang, args.set_terms)
+        removed = await glossary.remove_terms(client, settings.keys, args.room, args.lang,
+                                              args.remove) if args.remove else 0
+    except (glossary.GlossaryError, InvalidId, ValueError) as exc:
+        print(f"s2st room glossary: {exc}")
+        return 2
+    if added or args.remove:
+        print(f"{key}: {len(added)} set, {removed} removed")
+    if args.list_terms or not (args.set_terms or args.remove):
+        for term, target in (await glossary.list_terms(client, settings.keys, args.room,
+                                                       args.lang)).items():
+            print(f"{term}={target}")
+    return 0
 
 
 def _sessions(args: argparse.Namespace) -> int:
