@@ -72,6 +72,9 @@ def test_fit_span_rules() -> None:
     assert fit_span("is it?", "es él", False, "es") == "es él?"
     assert fit_span("he came", "He came.", False, "en") == "he came"
     assert fit_span("I came", "Vine.", False, "es") == "Vine"  # the source has a capital: kept
+    assert fit_span("25 people came.", "25 personas vinieron", True, "es") == \
+        "25 personas vinieron."
+    assert fit_span("iphones are here.", "iPhones están aquí.", True, "es") == "iPhones están aquí."
     assert lower_spurious_capitals("Gracias Para venidero. Y Luego", {"Luego"}) == \
         "Gracias para venidero. Y Luego"
 
@@ -157,6 +160,12 @@ def test_glossary_terms_come_out_fixed(router: Router, speech_dir: Any) -> None:
                                          ("fleurs_en_1938", "protocolo sanitario")), start=10):
         outs = mt.on_committed(piece(seq, clips[clip].text, utterance=clip, final=True), 0.0)
         assert term in " ".join(o.text for o in outs)
+    # a term keeps its own case mid-sentence, and at a sentence start when mixed-case
+    mt.set_glossary({"es": {"kubernetes": "Kubernetes", "iphone": "iPhone"}})
+    outs = mt.on_committed(piece(20, "Then the"), 0.0) + mt.tick(5.0)
+    outs += mt.on_committed(piece(21, "kubernetes cluster failed."), 6.0)
+    outs += mt.on_committed(piece(22, "iphone users know it.", final=True), 7.0)
+    assert [o.text.split()[0] for o in outs] == ["Entonces", "Kubernetes", "iPhone"], outs
     mt.set_glossary({})  # without it, Apertium's own words
     outs = mt.on_committed(piece(100, "The earnings call.", final=True), 0.0)
     assert outs[0].text == "La llamada de ingresos."

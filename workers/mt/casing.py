@@ -45,7 +45,19 @@ def ends_sentence(text: str) -> bool:
 
 
 def _first_letter(text: str) -> int:
-    return next((i for i, c in enumerate(text) if c.isalpha()), -1)
+    """Index of the first letter when the text starts with a word (after opening marks);
+    -1 when it starts with a number or has no letter."""
+    for i, c in enumerate(text):
+        if c.isalpha():
+            return i
+        if not (c.isspace() or c in _OPENERS):
+            return -1
+    return -1
+
+
+def _mixed_case(word: str) -> bool:
+    """``iPhone``, ``eBay``, ``McDonald``: a spelling to keep at any place."""
+    return any(c.isupper() for c in word[1:]) and any(c.islower() for c in word)
 
 
 def _is_acronym(word: str) -> bool:
@@ -59,7 +71,9 @@ def fit_span(source: str, target: str, starts_sentence: bool, tgt: str = "") -> 
     if index >= 0:
         word = target[index:].split(" ", 1)[0]
         src_index = _first_letter(source)
-        if starts_sentence:
+        if _mixed_case(word):
+            pass
+        elif starts_sentence:
             target = target[:index] + target[index].upper() + target[index + 1:]
         elif (src_index >= 0 and source[src_index].islower() and target[index].isupper()
               and not _is_acronym(word) and not (tgt == "en" and _english_capital(word.rstrip(",.;:")))):

@@ -206,13 +206,14 @@ class SessionEngine:
         guarded = protect(text, src, tgt, self.glossary.get(tgt))
         result = self.router.translate(guarded.text, src, tgt, context)
         restored = restore(result.text, guarded)
+        source = guarded.text  # a glossary term first keeps its own case (a placeholder's)
         if restored is None:  # a placeholder lost on the way: translate the plain text
             self.stats["unprotected"] += 1
             log.info("session %s: %s->%s placeholders lost, translated unprotected",
                      self.session, src, tgt)
             result = self.router.translate(text, src, tgt, context)
-            restored = result.text
-        return replace(result, text=fit_span(text, restored, not self._sentence_open, tgt))
+            restored, source = result.text, text
+        return replace(result, text=fit_span(source, restored, not self._sentence_open, tgt))
 
     # --- events ----------------------------------------------------------------------------
 
