@@ -233,3 +233,33 @@ async def test_glossary_round_trip_through_redis(client: Any, router: Router) ->
     assert refreshed == {"es": {"Kubernetes": "Kubernetes"}}
     await glossary.set_terms(r, keys, "conf1", "es", ["kubernetes=K8s"])  # one spelling per term
     assert await glossary.list_terms(r, keys, "conf1", "es") == {"kubernetes": "K8s"}
+
+
+def test_s2st_room_glossary_command(client: Any) -> None:
+    """The operator's command: set, list, remove; a bad entry is one line and exit status 2,
+    and nothing of that call is written."""
+    import os
+    import subprocess
+    import sys
+
+    _r, keys = client
+
+    def s2st(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ops.cli", "room", "glossary", "conf1", "es", *args,
+             "--redis-url", LOCAL_URL, "--key-prefix", keys.prefix],
+            capture_output=True, text=True, env=dict(os.environ), timeout=60)
+
+    out = s2st("--set", "earnings call=conferencia de resultados", "--set", "Kubernetes")
+    assert out.returncode == 0, out.stderr
+    assert "2 set" in out.stdout and f"{keys.prefix}:{{conf1}}:mt:glossary:es" in out.stdout
+    assert s2st("--list").stdout.splitlines() == ["Kubernetes=Kubernetes",
+                                                  "earnings call=conferencia de resultados"]
+    bad = s2st("--set", "ok=bien", "--set", "earnings call=")
+    assert bad.returncode == 2 and "Traceback" not in bad.stdout + bad.stderr
+    assert bad.stdout.strip() == ("s2st room glossary: glossary entry 'earnings call=': the "
+                                  "translation is empty")
+    out = s2st("--remove", "kubernetes")
+    assert out.returncode == 0 and "1 removed" in out.stdout
+    assert s2st().stdout.splitlines() == ["earnings call=conferencia de resultados"]
+    assert s2st("--remove", "  ").returncode == 2
