@@ -121,7 +121,8 @@ def worker_rule(keys: Keys, spec: WorkerSpec) -> str:
     if spec.input != "audio":
         # the janitor appends the end marker of a silent session (and rings its bell)
         rw += [f"{r}:audio:*", f"{r}:bell:audio", f"{keys.prefix}:bell:audio"]
-    ro = [f"{r}:sessions", f"{r}:targets", f"{r}:meta", keys.rooms]
+    # P:{room}:<stage>:*: the stage's own per-room settings, e.g. the MT glossaries
+    ro = [f"{r}:sessions", f"{r}:targets", f"{r}:meta", f"{r}:{spec.stage}:*", keys.rooms]
     return (
         f"resetkeys resetchannels -@all {_CONNECT} {WORKER_COMMANDS} "
         + " ".join(f"~{k}" for k in rw) + " " + " ".join(f"%R~{k}" for k in ro)

@@ -30,13 +30,16 @@ def register(commands: Any, bench: Any) -> None:
     p.set_defaults(func=_worker)
 
     p = commands.add_parser(
-        "room", help="create rooms, set their target languages, make access links",
+        "room", help="create rooms, set their target languages and glossaries, make access links",
         description="create ROOM --langs es,ca: a room and its target languages; list: the "
-        "rooms; token ROOM --role listener|speaker|admin --ttl 8h: print a link to the room "
+        "rooms; glossary ROOM LANG [--set 'TERM=TRANSLATION' | --set TERM] [--remove TERM] "
+        "[--list]: terms the MT must translate into LANG in a fixed form (a TERM alone is kept "
+        "as it is); token ROOM --role listener|speaker|admin --ttl 8h: print a link to the room "
         "with an access token signed with S2ST_WEB_SECRET (no Redis needed; admin tokens "
         "open every room).")
-    p.add_argument("action", choices=["create", "list", "token"])
+    p.add_argument("action", choices=["create", "list", "glossary", "token"])
     p.add_argument("room", nargs="?")
+    p.add_argument("lang", nargs="?", help="glossary: the target language")
     p.add_argument("--langs", default="", help="comma-separated target languages, e.g. es,ca")
     t = p.add_argument_group("token")
     t.add_argument("--role", choices=["listener", "speaker", "admin"], default="listener",
@@ -45,8 +48,14 @@ def register(commands: Any, bench: Any) -> None:
                    "2d (8h; at most 90d)")
     t.add_argument("--base-url", default=os.environ.get("S2ST_WEB_URL", "http://127.0.0.1:8080"),
                    help="where s2st web is reached (S2ST_WEB_URL, else http://127.0.0.1:8080)")
-    t.add_argument("--lang", help="listener: the language the page opens in (default: the "
-                   "room's first); speaker: the language spoken")
+    t.add_argument("--lang", dest="link_lang", help="listener: the language the page opens "
+                   "in (default: the room's first); speaker: the language spoken")
+    p.add_argument("--set", dest="set_terms", action="append", default=[], metavar="TERM[=TR]",
+                   help="glossary: add or replace an entry (repeatable)")
+    p.add_argument("--remove", action="append", default=[], metavar="TERM",
+                   help="glossary: remove an entry (repeatable)")
+    p.add_argument("--list", dest="list_terms", action="store_true",
+                   help="glossary: print the entries (the default with no --set/--remove)")
     add_bus_options(p)
     p.set_defaults(func=_room)
 
@@ -109,7 +118,8 @@ def _room_token(args: argparse.Namespace) -> int:
         if args.role != "admin" and not args.room:
             raise ValueError("a room id is required: s2st room token ROOM --role ...")
         room = check_id(args.room, "room id") if args.room else None
-        lang = check_lang(args.lang) if args.lang else None
+        link_lang = args.link_lang or args.lang
+        lang = check_lang(link_lang) if link_lang else None
         if not args.base_url.startswith(("http://", "https://")):
             raise ValueError(f"--base-url must start with http:// or https://, got "
                              f"{args.base_url!r}")
@@ -133,6 +143,11 @@ def _room(args: argparse.Namespace) -> int:
     async def main(settings: BusSettings) -> int:
         client = await connect(settings)
         reg = Registry(client, settings.keys, cluster=settings.redis_cluster)
+        if args.action == "glossary":
+            try:
+                return await _glossary(args, client, settings)
+            finally:
+                await client.aclose()
         if args.action == "create":
             if not args.room:
                 print("s2st room create: a room id is required")
@@ -147,6 +162,30 @@ def _room(args: argparse.Namespace) -> int:
         return 0
 
     return run_async(args, main)
+
+
+async def _glossary(args: argparse.Namespace, client: Any, settings: BusSettings) -> int:
+    from bus.ids import InvalidId
+    from workers.mt import glossary
+
+    if not args.room or not args.lang:
+        print("s2st room glossary: a room id and a target language are required")
+        return 2
+    try:
+        key = glossary.glossary_key(settings.keys, args.room, args.lang)
+        added = await glossary.set_terms(client, settings.keys, args.room, args.lang, args.set_terms)
+        removed = await glossary.remove_terms(client, settings.keys, args.room, args.lang,
+                                              args.remove) if args.remove else 0
+    except (glossary.GlossaryError, InvalidId, ValueError) as exc:
+        print(f"s2st room glossary: {exc}")
+        return 2
+    if added or args.remove:
+        print(f"{key}: {len(added)} set, {removed} removed")
+    if args.list_terms or not (args.set_terms or args.remove):
+        for term, target in (await glossary.list_terms(client, settings.keys, args.room,
+                                                       args.lang)).items():
+            print(f"{term}={target}")
+    return 0
 
 
 def _sessions(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from bus.settings import BusSettings
 from bus.testing import end_marker, scratch_client
 from ops.status import collect, format_status
 from tests.mt.stream import bus_transcripts, committed_events, fleurs_rows
+from workers.mt.casing import fit_span
 from workers.mt.config import MTSettings
 from workers.mt.engine import EngineConfig, SessionEngine, TranscriptIn
 from workers.mt.router import Router
@@ -233,6 +234,32 @@ async def test_room_with_spanish_and_catalan_listeners(
     assert router.translate(es[0].source_text, "en", "es").text == es[0].text
 
 
+async def test_the_room_glossary_is_read_by_the_worker_and_refreshed(
+    settings: BusSettings, client: Any, workers: Workers, fleurs: list[Transcript]
+) -> None:
+    """Terms set with `s2st room glossary` (workers.mt.glossary) come out fixed; a change is
+    seen within the refresh period, without a restart."""
+    from workers.mt import glossary
+
+    keys = settings.keys
+    await open_room(client, keys, ["es"])
+    await glossary.set_terms(client, keys, ROOM, "es", ["cabbage juice=jugo de repollo"])
+    await workers.start()
+    first = fleurs[: next(i for i, e in enumerate(fleurs) if e.final) + 1]
+    await produce(client, keys, first)
+    await wait_for(lambda: _has(client, keys, "jugo de repollo"))
+    await glossary.set_terms(client, keys, ROOM, "es", ["the hospital=el hospital municipal"])
+    await asyncio.sleep(MTStage.glossary_refresh_s + 0.5)
+    await produce(client, keys, fleurs[len(first):], end=True)
+    await wait_for(ended(client, keys, ["es"]))
+    texts = " ".join(t.text for t in committed(await read(client, keys, "es")))
+    assert "hospital municipal" in texts and "jugo de repollo" in texts
+
+
+async def _has(client: Any, keys: Keys, text: str) -> bool:
+    return text in " ".join(t.text for t in committed(await read(client, keys, "es")))
+
+
 async def test_a_listener_joining_gets_translations_from_then_on(
     settings: BusSettings, client: Any, workers: Workers, fleurs: list[Transcript]
 ) -> None:
@@ -271,7 +298,9 @@ async def test_partial_transcripts_become_captions(
     (caption,) = await read(client, keys, "es")
     assert isinstance(caption, Translation) and caption.kind == "partial" and caption.route == "apertium:en-es"
     # the words the translations of both partials agree on, a prefix of the full translation
-    full = router.translate(caption.source_text, "en", "es").text.split()
+    # (cased as the session's first sentence: workers.mt.casing)
+    full = fit_span(caption.source_text, router.translate(caption.source_text, "en", "es").text,
+                    True, "es").split()
     words = caption.text.split()
     assert words and full[: len(words)] == words and caption.source_text.endswith("station tomorrow")
 

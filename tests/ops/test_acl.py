@@ -328,6 +328,18 @@ def test_a_wrong_worker_user_is_refused(acl_redis: AclRedis) -> None:
         worker.communicate(timeout=30)
 
 
+def test_mt_worker_reads_the_room_glossary_and_only_the_admin_writes_it(acl_redis: AclRedis) -> None:
+    """P:{room}:mt:glossary:<lang> (workers.mt.glossary): written by operators, read by the MT
+    stage's workers (its own per-room settings, P:{room}:mt:*), no one else."""
+    key = "s2st:{r1}:mt:glossary:es"
+    acl_redis.client("admin").hset(key, "earnings call", "conferencia de resultados")
+    mt = acl_redis.client("worker-mt")
+    assert mt.hgetall(key) == {b"earnings call": b"conferencia de resultados"}
+    _denied(mt.hset, key, "a", "b")
+    _denied(acl_redis.client("worker-asr").hgetall, key)
+    _denied(acl_redis.client("player").hgetall, key)
+
+
 def test_acl_command(tmp_path: Path) -> None:
     out = tmp_path / "users.acl"
     done = subprocess.run(

@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, cast
 
 from . import langs, metrics
 from .captions import CaptionStabilizer
+from .casing import ends_sentence, fit_span
 from .errors import BackendFailure, BackendUnavailable, InputRejected, MTError, UnsupportedPair
-from .router import Router
+from .protect import protect, restore
+from .router import Router, Translation
 from .segmenter import ClauseSegmenter, Piece, Span
 
 log = logging.getLogger(__name__)
@@ -166,6 +168,8 @@ class SessionEngine:
         self._targets: dict[str, _Target] = {}
         self._last_partial: TranscriptIn | None = None
         self._warned: set[tuple[str, str, str]] = set()
+        self.glossary: dict[str, dict[str, str]] = {}  # target language -> {term: translation}
+        self._sentence_open = False  # the last span released did not end its sentence
         self.set_targets(targets)
 
     # --- configuration -------------------------------------------------------------------
@@ -185,6 +189,31 @@ class SessionEngine:
         re-feed the committed transcript events from ``seq`` on."""
         self.segmenter.resume_from(seq, offset)
         self.context.extend(context)
+        if context:
+            self._sentence_open = not ends_sentence(context[-1])
+
+    def set_glossary(self, glossary: Mapping[str, Mapping[str, str]]) -> None:
+        """The room's glossaries: target language -> {source term: target term}."""
+        self.glossary = {langs.normalize(lang): dict(terms) for lang, terms in glossary.items()
+                         if terms}
+
+    def translate_text(self, text: str, src: str, tgt: str, context: Sequence[str] = ()
+                       ) -> Translation:
+        """Translate with the glossary's terms and the numbers protected (see
+        :mod:`workers.mt.protect`), cased for the span's place in its sentence."""
+        if src == tgt:
+            return self.router.translate(text, src, tgt, context)
+        guarded = protect(text, src, tgt, self.glossary.get(tgt))
+        result = self.router.translate(guarded.text, src, tgt, context)
+        restored = restore(result.text, guarded)
+        source = guarded.text  # a glossary term first keeps its own case (a placeholder's)
+        if restored is None:  # a placeholder lost on the way: translate the plain text
+            self.stats["unprotected"] += 1
+            log.info("session %s: %s->%s placeholders lost, translated unprotected",
+                     self.session, src, tgt)
+            result = self.router.translate(text, src, tgt, context)
+            restored, source = result.text, text
+        return replace(result, text=fit_span(source, restored, not self._sentence_open, tgt))
 
     # --- events ----------------------------------------------------------------------------
 
@@ -275,7 +304,7 @@ class SessionEngine:
             context = self.context
 
             def translate(text: str, src: str = src, tgt: str = target.lang) -> str:
-                return self.router.translate(text, src, tgt, list(context)).text
+                return self.translate_text(text, src, tgt, list(context)).text
 
             target.captions[src] = CaptionStabilizer(translate, self.config.caption_interval_s)
         return target.captions[src]
@@ -295,7 +324,7 @@ class SessionEngine:
             for stabilizer in target.captions.values():
                 stabilizer.reset()
             try:
-                result = self.router.translate(span.text, span.lang, target.lang, context)
+                result = self.translate_text(span.text, span.lang, target.lang, context)
             except Exception as exc:  # any failing backend: the other targets still get the span
                 self._skip(span, target.lang, exc, skip_reason(exc))
                 continue
@@ -318,6 +347,7 @@ class SessionEngine:
                 )
             )
         self.context.append(span.text)
+        self._sentence_open = not ends_sentence(span.text)
         self.stats["translations"] += len(out)
         return out
 

@@ -30,6 +30,7 @@ from . import langs
 from .config import MTSettings, build_router
 from .engine import SessionEngine, Skip, TranscriptIn, TranslationOut
 from .errors import BackendUnavailable, InputRejected, MTError, StartupError
+from .glossary import GlossaryCache
 from .router import Router
 from .takeover import find_checkpoint, handled_pieces, translation_seq
 
@@ -48,6 +49,7 @@ class _Session:
     streams_written: set[str] = field(default_factory=set)  # languages given output so far
     sources: dict[int, tuple[Transcript, float]] = field(default_factory=dict)  # held pieces
     partial: tuple[Transcript, float] | None = None  # the last partial offered for captions
+    glossary: dict[str, dict[str, str]] | None = None  # the room's, as last given to the engine
 
     def codes(self, lang: str) -> list[str]:
         """The room's codes that the engine's (normalized) ``lang`` stands for."""
@@ -65,6 +67,7 @@ class MTStage(Stage):
     name = "mt"
     input_family = "transcript"
     tick_interval_s = 0.2
+    glossary_refresh_s = 2.0  # how often a room's glossary is re-read from Redis
 
     def __init__(
         self, settings: MTSettings | None = None, *, router: Router | None = None,
@@ -75,6 +78,7 @@ class MTStage(Stage):
         self._warmed: set[tuple[str, str]] = set()
         self._skipped: Counter[str] = Counter()  # "src-tgt reason" -> spans not translated
         self._skip_lock = threading.Lock()  # engines run in worker threads
+        self._glossaries = GlossaryCache(self.glossary_refresh_s)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -139,6 +143,7 @@ class MTStage(Stage):
             log.info("mt session resumed", part=str(ctx.partition), from_seq=checkpoint.resume_seq,
                      refed=len(pieces), held_words=len(state.engine.segmenter.held_text.split()))
         await self._apply_targets(ctx, state, targets)
+        await self._refresh_glossary(ctx, state)
 
     async def on_release(self, ctx: PartitionContext) -> None:
         ctx.state = None
@@ -254,6 +259,18 @@ class MTStage(Stage):
 
     async def _refresh_targets(self, ctx: PartitionContext, state: _Session) -> None:
         await self._apply_targets(ctx, state, await self._room_targets(ctx, state))
+        await self._refresh_glossary(ctx, state)
+
+    async def _refresh_glossary(self, ctx: PartitionContext, state: _Session) -> None:
+        """The room's glossary (workers.mt.glossary), re-read at most every
+        ``glossary_refresh_s`` for all the room's sessions on this worker."""
+        if not state.room_targets:
+            return
+        glossary = await self._glossaries.get(ctx.redis, ctx.keys, ctx.partition.room,
+                                              state.engine.targets)
+        if glossary is not state.glossary:
+            state.glossary = glossary
+            state.engine.set_glossary(glossary)
 
     async def _apply_targets(self, ctx: PartitionContext, state: _Session, targets: list[str]) -> None:
         if targets == state.room_targets and state.engine.targets == _normalized(targets):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO
 
 from .. import langs
+from ..casing import capitalised_words, lower_spurious_capitals, mid_sentence_capitals
 from ..errors import BackendFailure, BackendUnavailable, InputRejected
 from .apertium_format import deformat, match_initial_case, reformat
 
@@ -213,6 +214,7 @@ class ApertiumTranslator:
         self._pipelines: dict[str, ApertiumPipeline] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._names: dict[tuple[str, str], str] = {}  # (mode, source name) -> its translation
 
     def supports(self, src: str, tgt: str) -> bool:
         return self.available and (src, tgt) in self.modes
@@ -240,9 +242,23 @@ class ApertiumTranslator:
         pipeline, lock = self._pipeline(self.modes[(src, tgt)])
         with lock:
             raw = self._exchange_with_retry(pipeline, stream_text)
+            keep = set(capitalised_words(text))
+            for name in mid_sentence_capitals(text):
+                keep.update(capitalised_words(self._name(pipeline, name)))
         result = reformat(raw)
         self.unknown_words += len(result.unknown_words)
-        return match_initial_case(stream_text, result.text)
+        cased = match_initial_case(stream_text, result.text)
+        return lower_spurious_capitals(cased, keep, tgt)
+
+    def _name(self, pipeline: ApertiumPipeline, name: str) -> str:
+        """The translation of a capitalised source word alone (cached): a name the rules
+        translate ("London" -> "Londres") keeps its capital in the sentence."""
+        key = (pipeline.mode, name)
+        if key not in self._names:
+            if len(self._names) > 10_000:
+                self._names.clear()
+            self._names[key] = reformat(self._exchange_with_retry(pipeline, deformat(name))).text
+        return self._names[key]
 
     def _exchange_with_retry(self, pipeline: ApertiumPipeline, stream_text: str) -> str:
         timeout = self.timeout_s + len(stream_text) / 2000.0

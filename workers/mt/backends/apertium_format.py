@@ -33,6 +33,7 @@ class Reformatted:
     unknown_words: tuple[str, ...]
 
 
+_SPACE_BEFORE = re.compile(r"(?<=\w) ([,;:.!?)](?=\s|$))")
 _WORD = re.compile(r"[^\s.,;:!?)\]}\"'»”’]+")
 
 
@@ -59,7 +60,7 @@ def reformat(stream: str) -> Reformatted:
                 continue
         out.append(ch)
         i += 1
-    text = " ".join("".join(out).split())
+    text = _SPACE_BEFORE.sub(r"\1", " ".join("".join(out).split()))
     return Reformatted(text=text, unknown_words=tuple(unknown))
 
 
