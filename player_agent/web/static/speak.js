@@ -143,6 +143,7 @@
 
   // -- the microphone -----------------------------------------------------------------------
   function onFrame(pcm, rms) {
+    if (stats.state !== "speaking") return; // a frame made after the leave
     const frame = { offset: stats.offset, pcm };
     stats.offset += pcm.length;
     pending.push(frame);
@@ -159,7 +160,9 @@
     localStorage.setItem("s2st-speaker-name", $("speaker").value.trim());
     try {
       media = await navigator.mediaDevices.getUserMedia({ audio: {
-        channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: true } });
+        // the raw signal: gain control clipped the speech (the ASR lost words), and the VAD
+      // and the ASR do their own work on noise
+      channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
       ctx = new AudioContext();
       await ctx.audioWorklet.addModule("/static/mic-worklet.js");
       const node = new AudioWorkletNode(ctx, "mic-downsampler", { numberOfOutputs: 1 });
