@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 import websockets
-from player_helpers import load_clip
+from player_helpers import load_clip, transcript
 from web_server import running_web
 
 from bus.keys import Partition
+from bus.producer import Publisher
 from bus.registry import Registry
 from bus.settings import BusSettings
 from capture_agent.sources import PushedSource
@@ -102,12 +103,19 @@ async def test_speaker_websocket_runs_the_capture_pipeline_across_a_dropped_link
         assert ready["offset"] == 0 and not ready["resumed"]
         info = await Registry(client, settings.keys).session("hall", session)
         assert info is not None and info.active and info.speaker == "Ada"
+        # what the ASR would write meanwhile: the page gets its own captions (from the start)
+        t0 = time.time()
+        await Publisher(client, settings).publish(
+            settings.keys.stream("transcript", Partition("hall", session)),
+            transcript("hall", session, 0, "committed", "many people", t0 - 1, t0, final=True))
         # the link dropped; the page comes back, resending 1 s it is not sure of
         ready, got = await speak(url, dict(hello, session=session), clip, half, len(clip),
                                  resend_from=half - 16000, leave=True)
         assert ready["resumed"] and ready["session"] == session and ready["offset"] == half
         ended = got[-1]
         assert ended == {"type": "ended", "session": session, "reason": "left"}
+        captions = [m for m in got if m["type"] == "caption"]
+        assert [(c["track"], c["text"]) for c in captions] == [("source", "many people")]
         status = [m for m in got if m["type"] == "status"][-1]
         assert status["offset"] == len(clip) and status["duplicate_samples"] == 16000
         assert status["gap_samples"] == 0

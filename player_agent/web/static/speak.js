@@ -115,6 +115,8 @@
         stats.ended = m.reason;
         sessionStorage.removeItem(sessionKey);
         setLink(`ended (${m.reason})`, "bad");
+        // ready for a new session
+        $("start").disabled = $("speaker").disabled = $("source-lang").disabled = false;
       }
     };
     link.onclose = (ev) => {
@@ -156,6 +158,10 @@
   }
   async function start() {
     $("start").disabled = true;
+    if (stats.ended) { // a new session after the last one ended
+      Object.assign(stats, { session: null, offset: 0, acked: 0, ended: null, status: null });
+      pending = [];
+    }
     $("message").textContent = "";
     localStorage.setItem("s2st-speaker-name", $("speaker").value.trim());
     try {
