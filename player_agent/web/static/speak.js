@@ -164,6 +164,12 @@
     }
     $("message").textContent = "";
     localStorage.setItem("s2st-speaker-name", $("speaker").value.trim());
+    if (!window.isSecureContext || !navigator.mediaDevices) {
+      $("message").textContent = "The browser gives the microphone to HTTPS pages only: ask " +
+        "the organizer for an https:// link.";
+      $("start").disabled = false;
+      return;
+    }
     try {
       media = await navigator.mediaDevices.getUserMedia({ audio: {
         // the raw signal: gain control clipped the speech (the ASR lost words), and the VAD
