@@ -388,7 +388,7 @@ async def _speak_status(ws: WebSocket, live: LiveSpeaker) -> None:
         await asyncio.wait({live.task}, timeout=0.5)
     await ws.send_json(live.status())
     await ws.send_json({"type": "ended", "session": live.session,
-                        "reason": live.agent.end_reason})
+                        "reason": live.agent.end_reason or "error"})
     await ws.close(code=1000, reason="session ended")
 
 

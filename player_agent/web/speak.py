@@ -134,6 +134,11 @@ class Speakers:
     def _ended(self, live: LiveSpeaker) -> None:
         live.source.finish(live.source.end_reason)
         self.live.pop((live.ref.room, live.session), None)
+        task = live.task
+        error = None if task is None or task.cancelled() else task.exception()
+        if error is not None:  # e.g. Redis unreachable while registering
+            live.agent.end_reason = live.agent.end_reason or "error"
+            log.error("browser speaker failed", session=live.session, error=str(error))
         log.info("browser speaker ended", session=live.session, reason=live.agent.end_reason)
 
     async def close(self, timeout_s: float = 10.0) -> None:

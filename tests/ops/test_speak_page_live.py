@@ -92,7 +92,8 @@ def test_speak_page_to_listener_page_through_the_real_stack(tmp_path: Path, pref
     stats = run.listener
     assert stats["buffersScheduled"] == stats["buffersReceived"] >= len(speech)
     # a phone's screen: nothing wider than 390 px
-    assert run.overflow == {"listen": 390, "speak": 390}, run.overflow
+    assert run.overflow.keys() == {"listen", "speak"} and max(run.overflow.values()) <= 390, (
+        run.overflow)
     lat = run.segment_latencies()
     assert lat and all(0 < x < 20 for x in lat), lat
     print(f"\nmic-to-ear segment latency: n={len(lat)} p50={percentile(lat, 50):.2f} s "

@@ -132,3 +132,22 @@ async def test_a_speaker_that_does_not_come_back_is_ended_after_the_grace(
     entries = await audio_entries(client, settings, "hall", session)
     assert entries[-1][b"reason"] == b"disconnected"
     assert [int(e[b"seq"]) for e in entries] == list(range(len(entries)))
+
+
+async def test_stopping_the_server_ends_its_speakers_sessions(
+        client: Any, settings: BusSettings, manifest: dict[str, Any]) -> None:
+    await Registry(client, settings.keys).create_room("hall", ["es"])
+    clip = load_clip(manifest["fleurs_en_1972"]["path"])
+    with running_web(settings) as base:
+        ws = await websockets.connect(base.replace("http", "ws") + "/ws/hall/speak")
+        await ws.send(json.dumps({"type": "hello", "speaker": "Cy", "lang": "en"}))
+        session = json.loads(await asyncio.wait_for(ws.recv(), 20))["session"]
+        for offset in range(0, len(clip), FRAME):
+            await ws.send(frame(offset, clip[offset:offset + FRAME].tobytes()))
+        await asyncio.sleep(0.5)
+    # (the page is still connected while the server stops)
+    info = await Registry(client, settings.keys).session("hall", session)
+    assert info is not None and not info.active
+    entries = await audio_entries(client, settings, "hall", session)
+    assert entries[-1][b"reason"] == b"stopped" and len(entries) >= 4
+    await ws.close()
