@@ -12,6 +12,7 @@ wider than a 390 px phone screen. Prints the mic-to-ear segment latency.
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 
@@ -50,6 +51,9 @@ def test_speak_page_to_listener_page_through_the_real_stack(tmp_path: Path, pref
     try:
         assert out.wait_for("ready.", 180), out.text()
         children = descendants(stack.pid)
+        # the stack prints the speaker link too (the test mints its own with the same secret)
+        assert re.search(rf"speak:   http://127\.0\.0\.1:{port}/room/live/speak\?token=\S+",
+                         out.text()), out.text()
         run = asyncio.run(speak_and_listen(f"http://127.0.0.1:{port}", wav, clip_s,
                                            drop_at_s=2.5))
         read_bus(run, local_url, prefix)
