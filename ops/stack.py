@@ -190,9 +190,10 @@ class Stack:
         if self.web_port is not None:
             listener, speaker, admin = self.web_links()
             lines.append(f"web:     {listener}")
-            lines.append(f"speak:   {speaker}")
             lines.append(f"         (listener link; every room: {admin}; valid "
                          f"{WEB_TOKEN_TTL_S / 3600:.0f} h)")
+            lines.append(f"speak:   {speaker}")
+            lines.append("         (speaker link: the browser as a microphone in the room)")
         return "\n".join(lines)
 
 

@@ -16,7 +16,6 @@
     history.replaceState(null, "", location.pathname + (params.toString() ? "?" + params : ""));
   }
   const token = sessionStorage.getItem(tokenKey);
-  const sessionKey = "s2st-speak-session:" + location.pathname;
   const $ = (id) => document.getElementById(id);
   $("room").textContent = room;
   document.title = `s2st · speak · ${room}`;
@@ -25,7 +24,9 @@
 
   const MAX_PENDING = 1200; // 60 s of 50 ms frames kept for a reconnect
   const stats = {
-    state: "idle", session: sessionStorage.getItem(sessionKey), offset: 0, acked: 0,
+    // the session lives as long as this page's microphone: a reloaded page starts a new one
+    // (its sample count starts again), the old one ends after the server's grace period
+    state: "idle", session: null, offset: 0, acked: 0, newSessions: 0,
     framesSent: 0, framesResent: 0, framesLost: 0, reconnects: 0, captions: 0,
     connected: false, refused: null, ended: null, status: null, level: 0,
   };
@@ -99,9 +100,16 @@
       const m = JSON.parse(ev.data);
       if (m.type === "ready") {
         ready = true; retry = 250; stats.connected = true;
-        if (stats.session && stats.session !== m.session) stats.newSessions = (stats.newSessions || 0) + 1;
+        if (stats.session && stats.session !== m.session) {
+          // the old session is gone (the link was down longer than the server's grace, or the
+          // server restarted): a new one starts with the audio not yet confirmed
+          const base = pending.length ? pending[0].offset : stats.offset;
+          for (const f of pending) f.offset -= base;
+          stats.offset -= base;
+          stats.acked = 0;
+          stats.newSessions += 1;
+        }
         stats.session = m.session;
-        sessionStorage.setItem(sessionKey, m.session);
         acknowledge(m.offset);
         for (const f of pending) { send(f); stats.framesResent += 1; }
         setLink(`live · ${m.speaker || m.session}`, "ok");
@@ -113,7 +121,6 @@
         onCaption(m);
       } else if (m.type === "ended") {
         stats.ended = m.reason;
-        sessionStorage.removeItem(sessionKey);
         setLink(`ended (${m.reason})`, "bad");
         // ready for a new session
         $("start").disabled = $("speaker").disabled = $("source-lang").disabled = false;
