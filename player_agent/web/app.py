@@ -255,7 +255,12 @@ def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float
         live = speakers.resume(room, wanted) if wanted else None
         resumed = live is not None
         if live is None:
-            live = await speakers.start(room, lang, speaker)
+            try:
+                live = await speakers.start(room, lang, speaker)
+            except Exception as exc:  # the VAD cannot load: no use retrying
+                log.error("cannot start a browser speaker", room=room, error=str(exc))
+                await ws.close(code=4500, reason=f"the server cannot capture: {exc}"[:120])
+                return
 
         async def close_old() -> None:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
@@ -376,7 +381,7 @@ async def _speak_receive(ws: WebSocket, speakers: Speakers, live: LiveSpeaker) -
                 await ws.close(code=4400, reason=str(exc)[:120])
                 return
             continue
-        with contextlib.suppress(ValueError, TypeError):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
             if json.loads(message.get("text") or "null").get("type") == "leave":
                 speakers.finish(live, "left")
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import struct
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from capture_agent.sources import PushedSource
 log = get_logger("player.web.speak")
 HEADER = struct.Struct("<d")  # the frame's session sample offset
 MAX_FRAME_SAMPLES = 16000  # one second: a page sends 50 ms frames
+Closer = Callable[[], Coroutine[Any, Any, None]]  # closes a superseded websocket
 
 
 @dataclass
@@ -46,7 +48,7 @@ class LiveSpeaker:
     task: asyncio.Task[int] | None = None
     connection: int = 0  # the websocket feeding it now (0: none)
     grace: asyncio.TimerHandle | None = None
-    closers: dict[int, Any] = field(default_factory=dict)  # connection -> close coroutine fn
+    closers: dict[int, Closer] = field(default_factory=dict)  # connection -> its close
 
     @property
     def session(self) -> str:
@@ -99,7 +101,7 @@ class Speakers:
         live = self.live.get((room, session))
         return live if live is not None and not live.source_finished else None
 
-    def attach(self, live: LiveSpeaker, close: Any) -> int:
+    def attach(self, live: LiveSpeaker, close: Closer) -> int:
         """This websocket feeds ``live`` from now on; an older one is closed."""
         if live.grace is not None:
             live.grace.cancel()
