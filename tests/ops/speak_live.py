@@ -79,6 +79,7 @@ class Run:
     transcript: str = ""  # the committed transcript
     mt_sources: list[str] = field(default_factory=list)  # what the MT translated, in order
     clip_s: float = 0.0
+    clip_transcript: str = ""  # the manifest's, of the clips spoken
 
     def segment_latencies(self) -> list[float]:
         return [p["start"] - p["capture_end"] for p in self.listener.get("played", [])
@@ -110,12 +111,13 @@ def make_wav(clips: list[str], path: Path) -> float:
     return len(samples) / RATE
 
 
-async def speak_and_listen(base: str, wav: Path, clip_s: float, *, drop_at_s: float | None,
-                           settle_s: float = 60.0) -> Run:
+async def speak_and_listen(base: str, wav: Path, clip_s: float, clips: list[str], *,
+                           drop_at_s: float | None, settle_s: float = 60.0) -> Run:
     """Listener page (es) first, then the speaker page speaks the WAV once and leaves."""
     from playwright.async_api import async_playwright
 
-    run = Run(clip_s=clip_s)
+    run = Run(clip_s=clip_s, clip_transcript=" ".join(
+        load_manifest()[cid]["transcript"] for cid in clips))
     speaker_tok = mint(SECRET.encode(), ROOM, "speaker", 3600)[0]
     listener_tok = mint(SECRET.encode(), ROOM, "listener", 3600)[0]
     args = [*ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
@@ -251,7 +253,8 @@ def main() -> int:
             children = descendants(stack.pid)
             t0 = time.monotonic()
             run = asyncio.run(speak_and_listen(f"http://127.0.0.1:{port}", wav, clip_s,
-                                               drop_at_s=args.drop_at, settle_s=120))
+                                               args.clips.split(","), drop_at_s=args.drop_at,
+                                               settle_s=120))
             read_bus(run, args.redis_url, prefix)
         finally:
             stop_hard(stack, children)

@@ -54,7 +54,7 @@ def test_speak_page_to_listener_page_through_the_real_stack(tmp_path: Path, pref
         # the stack prints the speaker link too (the test mints its own with the same secret)
         assert re.search(rf"speak:   http://127\.0\.0\.1:{port}/room/live/speak\?token=\S+",
                          out.text()), out.text()
-        run = asyncio.run(speak_and_listen(f"http://127.0.0.1:{port}", wav, clip_s,
+        run = asyncio.run(speak_and_listen(f"http://127.0.0.1:{port}", wav, clip_s, [CLIP],
                                            drop_at_s=2.5))
         read_bus(run, local_url, prefix)
         stack.send_signal(2)
@@ -65,9 +65,15 @@ def test_speak_page_to_listener_page_through_the_real_stack(tmp_path: Path, pref
     assert run.errors == [], run.errors
     assert run.refusals == {"none": 401, "listener": 401}
     # what the ASR heard, in the speaker's own captions and the listeners'
-    heard = run.transcript.lower()
-    assert "dinosaur" in heard and "feathers" in heard, heard
-    assert "dinosaur" in run.speaker_captions.lower() and "dinosaur" in run.source.lower()
+    # (tiny.en mishears a word now and then, the streaming passes falling differently when
+    # the audio held during the drop comes in a burst: "as an resource" for "as dinosaurs" in
+    # one run of eight, "comply" for "can fly" in half of them; the audio on the bus is the
+    # same in every run)
+    said = content_words(run.clip_transcript)
+    heard = content_words(run.transcript)
+    assert len(said & heard) >= 0.7 * len(said), (said - heard, run.transcript)
+    assert content_words(run.speaker_captions) == heard, run.speaker_captions
+    assert content_words(run.source) == heard, run.source
     assert "Ada" in run.speakers
     # the Spanish captions: Apertium's words for the transcript, segment by segment as the MT
     # worker took it (each translation names its source text)
