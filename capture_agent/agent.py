@@ -273,8 +273,8 @@ class CaptureAgent:
             reason = "error"
         elif self._stop_requested.is_set():
             reason = "stopped"
-        else:
-            reason = "eof"
+        else:  # a source may say why its input ended (the browser speaker left, went away)
+            reason = getattr(self.source, "end_reason", None) or "eof"
         self.end_reason = reason
         timeout = 0.5 if unsent or self._abort.is_set() else self.options.drain_timeout_s
         next_seq = self.processor.chunker.next_seq

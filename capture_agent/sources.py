@@ -439,3 +439,87 @@ class MicrophoneSource:
         if self._stream is not None:
             stream, self._stream = self._stream, None
             stream.close()
+
+
+# --- pushed PCM (the browser speaker page's websocket) ------------------------------------
+
+
+class PushedSource:
+    """16 kHz mono int16 frames pushed by someone else (`s2st web`'s speaker websocket).
+
+    Each frame carries its **session sample offset** (where its first sample lies in the
+    speaker's stream since the start), so a frame sent again after a reconnect is dropped
+    (or trimmed where it overlaps) and a hole is filled with silence: every sample reaches
+    the pipeline once, in order, whatever the link did. `push()` is called from the event
+    loop, the iteration runs in the capture thread; `finish()` ends the stream (the
+    pipeline flushes the last utterance). Capture times are on the sender's sample
+    timeline: sample ``o`` was captured at ``base + o / 16000``, ``base`` being the earliest
+    any frame could have started (the minimum over frames of arrival minus the frame's end
+    on that timeline), so a frame resent late keeps its own time.
+    """
+
+    def __init__(self, label: str = "pushed pcm", max_gap_samples: int = 60 * TARGET_RATE
+                 ) -> None:
+        self.rate = TARGET_RATE
+        self.total_samples: int | None = None
+        self.overflows = 0
+        self.label = label
+        self.next_offset = 0  # the session offset of the next sample the pipeline needs
+        self.duplicate_samples = 0  # received again (after a reconnect) and dropped
+        self.gap_samples = 0  # never received, filled with silence
+        self.max_gap_samples = max_gap_samples
+        self._base: float | None = None
+        # unbounded: frames come at the speaker's pace, the capture thread keeps up easily
+        self._queue: queue.Queue[AudioBlock | None] = queue.Queue()
+        self._finished = False
+        self.end_reason = "eof"  # the session's end reason once finished (CaptureAgent)
+
+    def push(self, offset: int, pcm: bytes, arrival: float) -> int:
+        """Add a frame that starts at session sample ``offset``; returns the next offset wanted."""
+        if self._finished:
+            return self.next_offset
+        samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2")
+        end = offset + len(samples)
+        base = arrival - end / TARGET_RATE
+        self._base = base if self._base is None else min(self._base, base)
+        if end <= self.next_offset:
+            self.duplicate_samples += len(samples)
+            return self.next_offset
+        if offset < self.next_offset:
+            self.duplicate_samples += self.next_offset - offset
+            samples = samples[self.next_offset - offset :]
+            offset = self.next_offset
+        gap = offset - self.next_offset
+        if gap:
+            if gap > self.max_gap_samples:
+                raise ValueError(f"a hole of {gap / TARGET_RATE:.1f} s in the pushed audio")
+            self.gap_samples += gap
+            self._put(np.zeros(gap, dtype=np.float32), self.next_offset)
+        self._put(samples.astype(np.float32) / 32768.0, offset)
+        self.next_offset = end
+        return end
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def _put(self, samples: np.ndarray, offset: int) -> None:
+        assert self._base is not None
+        self._queue.put(AudioBlock(samples, self._base + offset / TARGET_RATE))
+
+    def finish(self, reason: str = "eof") -> None:
+        """No more frames: the iteration ends once what was pushed is processed."""
+        if not self._finished:
+            self._finished = True
+            self.end_reason = reason
+            self._queue.put(None)
+
+    def __iter__(self) -> Iterator[AudioBlock]:
+        while True:
+            block = self._queue.get()
+            if block is None:
+                return
+            yield block
+
+    def close(self) -> None:
+        self.finish()

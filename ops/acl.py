@@ -13,6 +13,9 @@ Roles and what each may do (docs/operations.md, "Redis users per role"):
   every room; it writes only what a listener must: ``ZADD`` on ``P:{room}:targets`` (the
   language it listens to, refreshed) and ``XADD`` on ``P:announce`` (so MT/TTS start that
   language at once). The web page (`s2st web`) uses it too.
+* ``web``: the ``player``'s reads and writes, and a capture agent's writes in every room
+  (registry, audio streams and their bell, ``P:rooms``, XREVRANGE on audio streams): `s2st
+  web` runs a capture agent per browser speaker (its tokens decide who may speak where).
 * ``worker-<stage>``: its input and output streams and their bells, its leases, the room's
   progress and dead letters, the status and alive hashes and the audio streams (the janitor
   ends silent sessions and announces it), ``P:workers:<stage>`` and ``P:health:<stage>``,
@@ -107,6 +110,17 @@ def player_rule(keys: Keys) -> str:
     )
 
 
+def web_rule(keys: Keys) -> str:
+    """The player's rule plus a capture agent's writes in every room (browser speakers)."""
+    r = f"{keys.prefix}:{{*}}"
+    return (
+        f"{player_rule(keys)} +multi +exec +discard "
+        f"(+xadd ~{r}:audio:* ~{r}:bell:audio ~{keys.prefix}:bell:audio) "
+        f"(+hset +hsetnx +hget +hdel +hgetall ~{r}:sessions ~{r}:status ~{r}:alive ~{r}:meta) "
+        f"(+sadd ~{keys.rooms}) (+xrevrange %R~{r}:audio:*)"
+    )
+
+
 def worker_rule(keys: Keys, spec: WorkerSpec) -> str:
     r = f"{keys.prefix}:{{*}}"
     rw = [f"{r}:{spec.input}:*", f"{r}:{spec.output}:*", f"{r}:lease:{spec.stage}:*",
@@ -142,6 +156,7 @@ def build_acl(
     *,
     player: bool = True,
     admin: bool = True,
+    web: bool = True,
 ) -> str:
     """The ACL file text; ``passwords`` maps every user name to its password."""
     rules: list[tuple[str, str]] = []
@@ -150,6 +165,8 @@ def build_acl(
     rules += [(f"capture-{room}", capture_rule(keys, room)) for room in rooms]
     if player:
         rules.append(("player", player_rule(keys)))
+    if web:
+        rules.append(("web", web_rule(keys)))
     rules += [(f"worker-{w.stage}", worker_rule(keys, w)) for w in workers]
     lines = ["user default off resetkeys -@all"]  # an ACL file takes no comments
     for name, rule in rules:
@@ -158,11 +175,13 @@ def build_acl(
 
 
 def user_names(rooms: list[str], workers: list[WorkerSpec], *, player: bool = True,
-               admin: bool = True) -> list[str]:
+               admin: bool = True, web: bool = True) -> list[str]:
     names = ["admin"] if admin else []
     names += [f"capture-{room}" for room in rooms]
     if player:
         names.append("player")
+    if web:
+        names.append("web")
     names += [f"worker-{w.stage}" for w in workers]
     return names
 
@@ -173,7 +192,8 @@ def register(commands: Any, bench: Any) -> None:
         help="print a Redis ACL file: users per role (capture per room, player, workers)",
         description="Print a Redis 7 ACL file (aclfile) with one user per role: capture-<room> "
         "(writes its room's audio and registry only), player (reads; registers listened "
-        "languages), worker-<stage> (its streams, leases, progress), admin. Passwords come "
+        "languages), web (the player's rights and browser speakers' capture in every room), "
+        "worker-<stage> (its streams, leases, progress), admin. Passwords come "
         "from --password USER=PW, else --default-password, else are generated and printed "
         "to stderr; the file holds their SHA-256 only.",
     )

@@ -121,8 +121,8 @@ class Stack:
             self.web_secret = given or new_secret()
         return self.web_secret
 
-    def web_links(self, ttl_s: float = WEB_TOKEN_TTL_S) -> tuple[str, str]:
-        """A listener link to the first room and an admin link to the room list."""
+    def web_links(self, ttl_s: float = WEB_TOKEN_TTL_S) -> tuple[str, str, str]:
+        """A listener and a speaker link to the first room, an admin link to the room list."""
         from ops.commands import room_link
         from player_agent.web.tokens import mint
 
@@ -132,7 +132,9 @@ class Stack:
         room, langs = next(iter(self.config.rooms.items()), ("demo", ["es"]))
         listener, _ = mint(secret, room, "listener", ttl_s)
         admin, _ = mint(secret, "*", "admin", ttl_s)
+        speaker, _ = mint(secret, room, "speaker", ttl_s)
         return (room_link(base, room, "listener", listener, langs[0] if langs else "es"),
+                room_link(base, room, "speaker", speaker),
                 room_link(base, None, "admin", admin))
 
     async def _create_rooms(self) -> None:
@@ -186,10 +188,12 @@ class Stack:
             f"tts:     x{counts['tts']}  backends={env.get('S2ST_TTS_BACKENDS', 'default')}",
         ]
         if self.web_port is not None:
-            listener, admin = self.web_links()
+            listener, speaker, admin = self.web_links()
             lines.append(f"web:     {listener}")
             lines.append(f"         (listener link; every room: {admin}; valid "
                          f"{WEB_TOKEN_TTL_S / 3600:.0f} h)")
+            lines.append(f"speak:   {speaker}")
+            lines.append("         (speaker link: the browser as a microphone in the room)")
         return "\n".join(lines)
 
 

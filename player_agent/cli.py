@@ -64,7 +64,8 @@ def register(commands: Any, bench: Any) -> None:
         "web",
         help="web server with a live page per room (captions, translated audio, latency)",
         description="Serve /room/<room>?lang=<lang>: live captions of the source and of the "
-        "translation, the translated speech played in the browser, speakers and latency. "
+        "translation, the translated speech played in the browser, speakers and latency; and "
+        "/room/<room>/speak: a browser microphone into the room through the capture pipeline. "
         "With S2ST_WEB_SECRET set, every page and websocket needs a room token "
         "(s2st room token); without it the server only starts on a loopback address, or "
         "with --no-auth.",
@@ -76,6 +77,9 @@ def register(commands: Any, bench: Any) -> None:
                    "(local development; S2ST_WEB_SECRET is ignored)")
     w.add_argument("--cert", help="serve HTTPS with this certificate (PEM; with --key)")
     w.add_argument("--key", help="the certificate's private key (PEM)")
+    w.add_argument("--speaker-grace", type=float, default=30.0, metavar="S",
+                   help="how long a browser speaker's session waits for its page to reconnect "
+                   "after its link dropped, before it is ended (30)")
     add_bus_options(w)
     w.set_defaults(func=cmd_web)
 
@@ -232,6 +236,8 @@ def cmd_web(args: argparse.Namespace) -> int:
         print(f"s2st web: needs the web extra (pip install 's2st[web]'): {exc}", file=sys.stderr)
         return 2
     secret, refusal = web_secret(args)
+    if refusal is None and not 0 < args.speaker_grace <= 3600:
+        refusal = f"--speaker-grace must be more than 0 and at most 3600 s, got {args.speaker_grace}"
     if refusal is None and bool(args.cert) != bool(args.key):
         refusal = "give both --cert and --key, or neither"
     for path in (args.cert, args.key):
@@ -256,7 +262,7 @@ def cmd_web(args: argparse.Namespace) -> int:
             if scheme == "http" and not is_loopback(args.host):
                 log.warning("tokens and audio travel in clear text: serve HTTPS (--cert/--key) "
                             "or put a TLS proxy in front", url=where)
-        app = create_app(settings, secret=secret)
+        app = create_app(settings, secret=secret, speaker_grace_s=args.speaker_grace)
         server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
                                                log_level=settings.log_level, lifespan="on",
                                                ssl_certfile=args.cert, ssl_keyfile=args.key))

@@ -6,7 +6,8 @@ Routes:
 - ``GET /api/rooms``             the same as JSON
 - ``GET /room/{room}?lang=es``   the live page (static HTML + JS, no build step)
 - ``WS  /ws/{room}?lang=es``     the page's feed (see feed.py)
-- ``GET /room/{room}/speak``      reserved for the speaker page (speaker token; not built yet)
+- ``GET /room/{room}/speak``      the speaker page: the microphone into the room (speak.py)
+- ``WS  /ws/{room}/speak``       the speaker page's audio in, its status and captions out
 - ``GET /healthz``               Redis reachable (never needs a token)
 
 With a secret (``S2ST_WEB_SECRET``, tokens.py) every page and websocket needs a token that
@@ -41,6 +42,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from bus import clock
 from bus.connection import connect
 from bus.ids import InvalidId, check_id, check_lang
 from bus.logs import get_logger
@@ -48,6 +50,7 @@ from bus.registry import Registry
 from bus.settings import BusSettings
 from bus.tasks import cancel_and_wait
 from player_agent.web.feed import RoomFeed
+from player_agent.web.speak import LiveSpeaker, Speakers, parse_frame
 from player_agent.web.tokens import Role, TokenRefused, redact_server_logs, verify
 
 log = get_logger("player.web")
@@ -98,8 +101,11 @@ def refused_page(exc: TokenRefused) -> Response:
 
 
 def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float = 1.0,
-               secret: bytes | None = None) -> Starlette:
-    """The app; with ``secret`` every page and websocket needs a token (tokens.py)."""
+               secret: bytes | None = None, speaker_grace_s: float = 30.0) -> Starlette:
+    """The app; with ``secret`` every page and websocket needs a token (tokens.py).
+
+    ``speaker_grace_s``: how long a browser speaker's session waits for its page to come back
+    after its websocket dropped before it is ended."""
     redact_server_logs()
 
     def refusal(request: Request, room: str, need: Role) -> Response | None:
@@ -112,22 +118,24 @@ def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float
             return refused_page(exc)
         return None
 
-    async def ws_refused(ws: WebSocket, room: str) -> bool:
-        """Checks an accepted websocket's token; closes it with 4401 and True if refused."""
+    async def ws_refused(ws: WebSocket, room: str, need: Role = "listener",
+                         first: dict[str, Any] | None = None) -> bool:
+        """Checks an accepted websocket's token (in its URL, or in its first message, read
+        here unless given); closes it with 4401 and True if refused."""
         if secret is None:
             return False
         token = token_of(ws)
         if token is None:
-            with contextlib.suppress(TimeoutError, ValueError, KeyError, TypeError):
-                message = await asyncio.wait_for(ws.receive(), AUTH_WAIT_S)
-                first = json.loads(message.get("text") or "null")
-                if first["type"] == "auth":
-                    token = str(first["token"])
+            if first is None:
+                first = await first_message(ws)
+            if first.get("type") in ("auth", "hello"):
+                token = str(first.get("token") or "") or None
         try:
-            verify(secret, token, room, "listener")
+            verify(secret, token, room, need)
         except TokenRefused as exc:
             if ws.client_state is WebSocketState.CONNECTED:
-                await ws.close(code=4401, reason=exc.message[:120])
+                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                    await ws.close(code=4401, reason=exc.message[:120])
             return True
         return False
 
@@ -135,9 +143,11 @@ def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.redis = await connect(settings, wait_s=settings.redis_wait_s)
         app.state.registry = Registry(app.state.redis, settings.keys)
+        app.state.speakers = Speakers(settings, app.state.redis, grace_s=speaker_grace_s)
         try:
             yield
         finally:
+            await app.state.speakers.close()
             await app.state.redis.aclose()
 
     async def checked(request: Request | WebSocket) -> tuple[str, str]:
@@ -208,15 +218,70 @@ def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float
         return FileResponse(STATIC / "room.html", headers=PAGE_HEADERS)
 
     async def speak_page(request: Request) -> Response:
-        """Reserved for the browser speaker page: the token check is the speaker's already."""
+        """The browser speaker page (speaker or admin token)."""
         try:
             room = checked_room_id(request)
         except BadRequest as exc:
             return HTMLResponse(f"<!doctype html><p>{html.escape(exc.message)}</p>", exc.status)
         if (refused := refusal(request, room, "speaker")) is not None:
             return refused
-        return HTMLResponse("<!doctype html><p>The speaker page is not available yet: speak "
-                            "with <code>s2st capture</code>.</p>", 501, headers=PAGE_HEADERS)
+        if not await request.app.state.registry.room_exists(room):
+            return HTMLResponse(f"<!doctype html><p>no room {html.escape(room)!r}</p>", 404)
+        return FileResponse(STATIC / "speak.html", headers=PAGE_HEADERS)
+
+    async def speak_ws(ws: WebSocket) -> None:
+        """The speaker page's link: ``hello`` (token, session to resume, speaker, language),
+        then audio frames in; ``ready``, ``status``, captions and ``ended`` out."""
+        await ws.accept()
+        try:
+            room = check_id(ws.path_params["room"], "room id")
+            hello = await first_message(ws)
+            if await ws_refused(ws, room, "speaker", hello):
+                return
+            if hello.get("type") != "hello":
+                raise BadRequest(400, "the first message must be a hello")
+            if not await ws.app.state.registry.room_exists(room):
+                raise BadRequest(404, f"no room {room!r}")
+            lang = check_lang(str(hello.get("lang") or "en"), allow_auto=True)
+            speaker = str(hello.get("speaker") or "")[:80]
+        except (BadRequest, InvalidId) as exc:
+            status, message = (exc.status, exc.message) if isinstance(exc, BadRequest) else (
+                400, str(exc))
+            if ws.client_state is WebSocketState.CONNECTED:
+                await ws.close(code=4000 + status, reason=message[:120])
+            return
+        speakers: Speakers = ws.app.state.speakers
+        wanted = str(hello.get("session") or "")
+        live = speakers.resume(room, wanted) if wanted else None
+        resumed = live is not None
+        if live is None:
+            try:
+                live = await speakers.start(room, lang, speaker)
+            except Exception as exc:  # the VAD cannot load: no use retrying
+                log.error("cannot start a browser speaker", room=room, error=str(exc))
+                await ws.close(code=4500, reason=f"the server cannot capture: {exc}"[:120])
+                return
+
+        async def close_old() -> None:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await ws.close(code=4409, reason="this session continues on another link")
+
+        connection = speakers.attach(live, close_old)
+        await ws.send_json({"type": "ready", "session": live.session, "resumed": resumed,
+                            "offset": live.source.next_offset, "speaker": live.ref.speaker,
+                            "lang": live.ref.source_lang})
+        captions = RoomFeed(ws.app.state.redis, settings.keys, room, None,
+                            only_session=live.session)
+        tasks = [asyncio.create_task(_speak_receive(ws, speakers, live)),
+                 asyncio.create_task(_send(ws, _only_captions(captions))),
+                 asyncio.create_task(_speak_status(ws, live))]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(tasks, what="speaker page link")
+            speakers.detach(live, connection)
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await ws.close()
 
     async def healthz(request: Request) -> Response:
         await request.app.state.redis.ping()
@@ -257,6 +322,7 @@ def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float
         Route("/room/{room}", room_page),
         Route("/room/{room}/speak", speak_page),
         WebSocketRoute("/ws/{room}", feed),
+        WebSocketRoute("/ws/{room}/speak", speak_ws),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
@@ -275,12 +341,60 @@ async def _rooms(registry: Registry) -> list[dict[str, Any]]:
     return out
 
 
-async def _send(ws: WebSocket, room_feed: RoomFeed) -> None:
-    async for message in room_feed.messages():
+async def first_message(ws: WebSocket) -> dict[str, Any]:
+    """The websocket's first message as a JSON object ({} if none came in time or bad)."""
+    with contextlib.suppress(TimeoutError, ValueError, KeyError, TypeError):
+        message = await asyncio.wait_for(ws.receive(), AUTH_WAIT_S)
+        first = json.loads(message.get("text") or "null")
+        if isinstance(first, dict):
+            return first
+    return {}
+
+
+async def _send(ws: WebSocket, messages: RoomFeed | AsyncIterator[Any]) -> None:
+    source = messages.messages() if isinstance(messages, RoomFeed) else messages
+    async for message in source:
         if isinstance(message, bytes):
             await ws.send_bytes(message)
         else:
             await ws.send_json(message)
+
+
+async def _only_captions(feed: RoomFeed) -> AsyncIterator[dict[str, Any]]:
+    async for message in feed.messages():
+        if isinstance(message, dict) and message.get("type") == "caption":
+            yield message
+
+
+async def _speak_receive(ws: WebSocket, speakers: Speakers, live: LiveSpeaker) -> None:
+    """Audio frames into the session until the page leaves or goes away."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        data = message.get("bytes")
+        if data is not None:
+            try:
+                offset, pcm = parse_frame(data)
+                live.source.push(offset, pcm, clock.now())
+            except ValueError as exc:
+                await ws.close(code=4400, reason=str(exc)[:120])
+                return
+            continue
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            if json.loads(message.get("text") or "null").get("type") == "leave":
+                speakers.finish(live, "left")
+
+
+async def _speak_status(ws: WebSocket, live: LiveSpeaker) -> None:
+    """The session's figures every half second; ``ended`` (and a close) when it ends."""
+    while live.task is not None and not live.task.done():
+        await ws.send_json(live.status())
+        await asyncio.wait({live.task}, timeout=0.5)
+    await ws.send_json(live.status())
+    await ws.send_json({"type": "ended", "session": live.session,
+                        "reason": live.agent.end_reason or "error"})
+    await ws.close(code=1000, reason="session ended")
 
 
 async def _receive(ws: WebSocket) -> None:

@@ -7,6 +7,8 @@ and its translation stream in that language.  Sessions that appear later are fol
 from their beginning.  Speech pieces go through the same
 jitter buffer as the player (order, no duplicates, gaps skipped after the deadline) and
 are released as soon as they may be played; the page queues them without overlap.
+With ``lang=None`` and ``only_session`` (the speaker page's own captions) it follows that
+session's transcript stream alone, from its beginning: no speech, no translation.
 
 Messages are dicts (sent as JSON) except speech, sent as one binary frame:
 ``uint32 big-endian header length | header JSON (UTF-8) | int16 LE mono PCM``.
@@ -58,11 +60,14 @@ def caption_message(event: Transcript | Translation, read_at: float) -> dict[str
 
 
 class RoomFeed:
-    def __init__(self, client: Any, keys: Keys, room: str, lang: str, *,
+    def __init__(self, client: Any, keys: Keys, room: str, lang: str | None, *,
                  hold_s: float = 0.15, deadline_s: float = 1.0, block_ms: int = 250,
-                 rescan_s: float = 1.0, linger_s: float = 120.0) -> None:
+                 rescan_s: float = 1.0, linger_s: float = 120.0,
+                 only_session: str | None = None) -> None:
         self.room = check_id(room, "room id")
-        self.lang = check_lang(lang)
+        self.lang = None if lang is None else check_lang(lang)
+        self.only_session = None if only_session is None else check_id(only_session,
+                                                                        "session id")
         self.keys = keys
         self.registry = Registry(client, keys)
         self.block_ms = block_ms
@@ -71,11 +76,13 @@ class RoomFeed:
         self.rescan_s = rescan_s
         self.linger_s = linger_s
         self._sessions: dict[str, SessionInfo] = {}
+        self._targets: list[str] = []
         self._next_scan = 0.0
 
     async def messages(self) -> AsyncIterator[Message]:
         """The feed, forever: a sessions list first, then captions, speech and updates."""
-        await self.reader.add(self.keys.room_stream("speech", self.room, self.lang), LIVE)
+        if self.lang is not None:
+            await self.reader.add(self.keys.room_stream("speech", self.room, self.lang), LIVE)
         first = True
         while True:
             now = clock.now()
@@ -99,7 +106,7 @@ class RoomFeed:
 
     def sessions_message(self) -> dict[str, Any]:
         return {"type": "sessions", "room": self.room, "lang": self.lang,
-                "sessions": [
+                "langs": self._targets, "sessions": [
                     {k: v for k, v in asdict(s).items() if k in ("session", "speaker",
                                                                   "source_lang", "status")}
                     for s in self._sessions.values()
@@ -107,13 +114,20 @@ class RoomFeed:
 
     async def _scan_sessions(self, position: str) -> bool:
         """Follow the room's live sessions (and those ended in the last ``linger_s``)."""
-        changed = False
+        targets = await self.registry.room_targets(self.room)
+        changed = targets != self._targets
+        self._targets = targets
         now = clock.now()
         for info in await self.registry.sessions(self.room):
-            streams = (
-                self.keys.stream("transcript", Partition(self.room, info.session)),
-                self.keys.stream("translation", Partition(self.room, info.session, self.lang)),
-            )
+            if self.only_session is not None:
+                if info.session != self.only_session:
+                    continue
+                position = "0-0"  # the speaker's own captions, all of them (after a reconnect)
+            streams: tuple[str, ...] = (
+                self.keys.stream("transcript", Partition(self.room, info.session)),)
+            if self.lang is not None:
+                streams += (self.keys.stream("translation",
+                                             Partition(self.room, info.session, self.lang)),)
             known = self._sessions.get(info.session)
             recent = info.active or now - info.ended < self.linger_s
             if not recent:

@@ -19,6 +19,7 @@ from capture_agent.sources import (
     FileSource,
     MicrophoneError,
     MicrophoneSource,
+    PushedSource,
     StdinSource,
     StreamBuffer,
     list_devices,
@@ -279,3 +280,24 @@ def test_portaudio_callback_counts_device_and_queue_overflows():
     assert stream.read(0.1).overflowed
     with pytest.raises(TimeoutError):
         stream.read(0.01)
+
+
+def test_pushed_source_keeps_every_sample_once_in_order() -> None:
+    src = PushedSource()
+    pcm = (np.arange(4000) % 2000 - 1000).astype("<i2")
+    assert src.push(0, pcm[:1000].tobytes(), 100.0) == 1000
+    assert src.push(500, pcm[500:1500].tobytes(), 100.2) == 1500  # overlap: half dropped
+    assert src.push(0, pcm[:800].tobytes(), 100.3) == 1500  # all seen already
+    assert src.push(2000, pcm[2000:2500].tobytes(), 100.1) == 2500  # a hole of 500
+    src.finish("left")
+    blocks = list(src)
+    joined = np.concatenate([b.samples for b in blocks])
+    expected = np.concatenate([pcm[:1500], np.zeros(500, "<i2"), pcm[2000:2500]])
+    assert np.array_equal(np.round(joined * 32768).astype("<i2"), expected)
+    assert (src.duplicate_samples, src.gap_samples, src.end_reason) == (1300, 500, "left")
+    # capture times on the sample timeline, anchored on the earliest possible start
+    base = min(100.0 - 1000 / 16000, 100.2 - 1500 / 16000, 100.3 - 800 / 16000,
+               100.1 - 2500 / 16000)
+    assert blocks[-1].capture_time == pytest.approx(base + 2000 / 16000)
+    with pytest.raises(ValueError, match="hole"):
+        PushedSource(max_gap_samples=100).push(1000, pcm[:10].tobytes(), 1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,8 @@ from ops.acl import WorkerSpec, build_acl
 from ops.redis_servers import free_port, redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[2]
-CLIP = ROOT.parent / "shared" / "data" / "speech" / "fleurs_en_1972.flac"
+SPEECH = Path(os.environ.get("S2ST_SPEECH_DIR", ROOT.parent / "shared" / "data" / "speech"))
+CLIP = SPEECH / "fleurs_en_1972.flac"
 PW = "s3cret-pw"
 K = Keys("s2st")
 
@@ -67,7 +69,8 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
     workers = [WorkerSpec.parse(s) for s in (
         "asr:audio:transcript", "mt:transcript:translation", "tts:translation:speech",
         "relay:audio:relayed")]
-    names = ["admin", "capture-r1", "capture-r2", "capture-r3", "player", *(f"worker-{w.stage}" for w in workers)]
+    names = ["admin", "capture-r1", "capture-r2", "capture-r3", "player", "web",
+             *(f"worker-{w.stage}" for w in workers)]
     acl.write_text(build_acl(K, ["r1", "r2", "r3"], workers, dict.fromkeys(names, PW)))
     port = free_port()
     probe = redis.Redis(port=port, username="admin", password=PW)
@@ -154,6 +157,46 @@ def test_capture_agent_writes_its_room_and_reads_nothing(acl_redis: AclRedis) ->
     assert c.xrevrange(own, count=1)
     # the other room's capture user can publish there
     assert _capture(acl_redis.url("capture-r2"), "r2", "s2").returncode == 0
+
+
+def test_web_user_runs_browser_speakers_in_any_room(acl_redis: AclRedis) -> None:
+    """`s2st web`'s user: a capture agent fed by a PushedSource (what the speaker page's
+    websocket does) registers, publishes and ends its session in any room; streams of the
+    other stages stay out of reach."""
+    import numpy as np
+
+    from bus.settings import BusSettings
+    from capture_agent.agent import AgentOptions, CaptureAgent
+    from capture_agent.audio_io import load_audio
+    from capture_agent.pipeline import CaptureProcessor
+    from capture_agent.publisher import SessionRef
+    from capture_agent.sources import PushedSource
+
+    admin = acl_redis.client("admin")
+    admin.acl_log_reset()
+    pcm = (np.clip(load_audio(CLIP), -1, 1) * 32767).astype("<i2")
+
+    async def speak(room: str) -> int:
+        source = PushedSource()
+        for offset in range(0, len(pcm), 800):
+            source.push(offset, pcm[offset:offset + 800].tobytes(), time.time())
+        source.finish("left")
+        settings = BusSettings(redis_url=acl_redis.url("web"), log_level="warning")
+        agent = CaptureAgent(settings, AgentOptions(SessionRef(room, "web-1", "en", "Ada")),
+                             source, CaptureProcessor())
+        return await agent.run()
+
+    for room in ("r1", "elsewhere"):
+        assert asyncio.run(speak(room)) == 0
+        assert admin.xlen(f"s2st:{{{room}}}:audio:web-1") >= 3
+        assert admin.hget(f"s2st:{{{room}}}:status", "web-1") == b"ended"
+    assert not _acl_log(admin, "web"), "the agent hit a refused command"
+    w = acl_redis.client("web")
+    _denied(w.xrange, "s2st:{r1}:audio:web-1")
+    _denied(w.xadd, "s2st:{r1}:transcript:web-1", {"x": "1"})
+    _denied(w.hgetall, "s2st:{r1}:progress")
+    _denied(w.delete, "s2st:{r1}:audio:web-1")
+    assert w.xrange("s2st:{r1}:transcript:none") == []  # what the pages read
 
 
 def test_player_reads_and_only_registers_its_language(acl_redis: AclRedis) -> None:
@@ -349,8 +392,8 @@ def test_acl_command(tmp_path: Path) -> None:
     text = out.read_text()
     assert "pp" not in text and "user player on #" in text
     users = {line.split()[1] for line in text.splitlines()}
-    assert users == {"default", "admin", "capture-conf1", "player", "worker-asr", "worker-mt",
-                     "worker-tts"}
+    assert users == {"default", "admin", "capture-conf1", "player", "web", "worker-asr",
+                     "worker-mt", "worker-tts"}
     generated = dict(line.split() for line in done.stderr.splitlines())
     assert set(generated) == users - {"default", "player"}
     bad = subprocess.run([sys.executable, "-m", "ops.cli", "acl", "--room", "a}b"], cwd=ROOT,

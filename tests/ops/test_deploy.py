@@ -25,6 +25,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 DASHBOARD = ROOT / "ops" / "grafana" / "dashboards" / "s2st.json"
 PASSWORDS = {"S2ST_ADMIN_PASSWORD": "adm-pw", "S2ST_CAPTURE_PASSWORD": "cap-pw",
              "S2ST_PLAYER_PASSWORD": "play-pw", "S2ST_WORKER_PASSWORD": "work-pw",
+             "S2ST_WEB_PASSWORD": "web-pw",
              "S2ST_WEB_SECRET": "web-secret-of-at-least-32-characters"}
 _VAR = re.compile(r"\$\{(\w+)(?::[-?]([^}]*))?\}")
 
@@ -231,8 +232,10 @@ def test_compose_acl_loads_and_logs_the_workers_in(tmp_path: Path) -> None:
             client = redis.Redis.from_url(url)
             assert client.ping(), name
             with pytest.raises(redis.exceptions.NoPermissionError):
-                client.xadd("s2st:{demo}:audio:x", {"a": "1"}) if name == "web" else \
+                client.xadd("s2st:{demo}:transcript:x", {"a": "1"}) if name == "web" else \
                     client.flushall()
+            if name == "web":  # the browser speakers' audio, in any room
+                assert client.xadd("s2st:{any}:audio:x", {"a": "1"})
         capture = redis.Redis(port=port, username="capture-demo",
                               password=PASSWORDS["S2ST_CAPTURE_PASSWORD"])
         assert capture.xadd("s2st:{demo}:audio:s1", {"a": "1"})

@@ -156,6 +156,11 @@ def test_web_pages_come_up_with_the_stack(tmp_path: Path, prefix: str, local_url
         assert "demo" in page  # the room the stack created, as the web server sees it
         with urllib.request.urlopen(listener.group(1), timeout=5) as reply:
             assert reply.status == 200 and "room.js" in reply.read().decode()
+        speaker = re.search(r"speak:   (http://127\.0\.0\.1:\d+/room/demo/speak\?token=\S+)",
+                            out.text())
+        assert speaker, out.text()
+        with urllib.request.urlopen(speaker.group(1), timeout=5) as reply:
+            assert reply.status == 200 and "speak.js" in reply.read().decode()
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/room/demo?lang=es", timeout=5)
         assert refused.value.code == 401

@@ -103,3 +103,55 @@ async def test_room_page_shows_captions_and_plays_audio(
     assert partial_color == "rgb(156, 163, 175)"  # grey
     assert committed_color == "rgb(17, 17, 17)"  # black
     assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason="apt-get install -y chromium")
+async def test_room_page_language_chosen_on_the_page_and_phone_width(
+        client: Any, settings: BusSettings) -> None:
+    """The page offers the room's languages and switches its feed without a reload; on a
+    390 x 844 screen the two columns stay side by side and nothing is wider than the screen."""
+    reg = Registry(client, settings.keys)
+    await reg.create_room("plenary", ["es", "fr"])
+    await reg.register_session("plenary", "talk", "en", "Ada Lovelace-Byron")
+    pub = Publisher(client, settings)
+    t0 = time.time()
+    long_word = "Pneumonoultramicroscopicsilicovolcanoconiosis " * 3
+    await pub.publish(settings.keys.stream("transcript", Partition("plenary", "talk")),
+                      transcript("plenary", "talk", 0, "committed", long_word + "good morning",
+                                 t0 - 2, t0 - 1, final=True))
+    with running_web(settings, hold_s=0.05, deadline_s=0.5) as base:
+        async with room_page(f"{base}/room/plenary?lang=es") as (page, errors):
+            await page.wait_for_function(
+                "document.querySelectorAll('#lang-select option').length === 2", timeout=10_000)
+            options = await page.eval_on_selector_all("#lang-select option", "os => os.map(o => o.value)")
+            await page.select_option("#lang-select", "fr")
+            await page.wait_for_function("window.s2stStats.connected && window.s2stStats.lang === 'fr'",
+                                         timeout=10_000)
+            await asyncio.sleep(1.5)  # the new feed has scanned the room's sessions
+            for lang, text in (("es", "buenos días"), ("fr", "bonjour")):
+                await pub.publish(
+                    settings.keys.stream("translation", Partition("plenary", "talk", lang)),
+                    translation("plenary", "talk", 0, "committed", text, "good morning", t0 - 2,
+                                t0 - 1, utterance=0, lang=lang))
+            await page.wait_for_function(
+                "document.querySelector('#translation').textContent.includes('bonjour')",
+                timeout=10_000)
+            await pub.publish(settings.keys.stream("transcript", Partition("plenary", "talk")),
+                              transcript("plenary", "talk", 1, "committed", long_word, t0 - 1,
+                                         t0, utterance=1, final=True))
+            await page.wait_for_function(
+                "document.querySelectorAll('#source .line').length >= 1", timeout=10_000)
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await page.wait_for_timeout(300)
+            width = await page.evaluate("document.documentElement.scrollWidth")
+            columns = await page.evaluate(
+                "[...document.querySelectorAll('main section')].map(s => s.getBoundingClientRect().left)")
+            await page.screenshot(path=str(ARTIFACTS / "room-page-phone.png"))
+            url = page.url
+            translated = await page.inner_text("#translation")
+            header = await page.inner_text("#lang")
+    assert errors == []
+    assert options == ["es", "fr"] and header == "fr" and url.endswith("/room/plenary?lang=fr")
+    assert "bonjour" in translated and "buenos" not in translated
+    assert width <= 390
+    assert len(columns) == 2 and columns[1] > columns[0]  # side by side

@@ -6,7 +6,7 @@
 (function () {
   const room = decodeURIComponent(location.pathname.split("/").pop());
   const params = new URLSearchParams(location.search);
-  const lang = params.get("lang") || "";
+  let lang = params.get("lang") || "";
   // The access token (if the server asks for one) came in the link: keep it in this tab
   // only, take it out of the address bar (so it is not copied, bookmarked or shared with
   // the address), and hand it to the websocket in its first message, not in its URL.
@@ -20,13 +20,19 @@
   const token = sessionStorage.getItem(tokenKey);
   const $ = (id) => document.getElementById(id);
   $("room").textContent = room;
-  $("lang").textContent = lang;
-  $("lang2").textContent = lang;
-  document.title = `s2st · ${room} · ${lang}`;
+  function showLang() {
+    $("lang").textContent = lang;
+    $("lang2").textContent = lang;
+    document.title = `s2st · ${room} · ${lang}`;
+  }
+  showLang();
 
   const stats = {
     connected: false, messages: 0, captions: 0, buffersReceived: 0, buffersScheduled: 0,
     audioBytes: 0, audioState: "none", lastLatency: null, latencies: [], captionLatencies: [],
+    // each piece when it starts to be heard: {session, seq, part, capture_end, start} with
+    // start in the server's clock (epoch s), from the audio output's own timestamps
+    played: [], segmentLatencies: [], lang,
   };
   window.s2stStats = stats;
 
@@ -92,7 +98,7 @@
   // -- audio -----------------------------------------------------------------------
   let ctx = null;
   let playhead = 0; // AudioContext time at which the queue ends
-  let clockOffset = 0; // server time - local time, seconds
+  let clockOffset = null; // server time - local time, seconds (the largest lower bound seen)
   function audioContext() {
     if (!ctx) {
       ctx = new (window.AudioContext || window.webkitAudioContext)();
@@ -116,10 +122,12 @@
   }
   function showLatency() {
     const fmt = (x) => (Number.isFinite(x) ? x.toFixed(2) + " s" : "–");
+    const seg = stats.segmentLatencies;
     $("latency").textContent =
-      `latency: last ${fmt(stats.lastLatency)} · p50 ${fmt(percentile(stats.latencies, 0.5))}` +
-      ` · p95 ${fmt(percentile(stats.latencies, 0.95))}` +
+      `latency: speech starts p50 ${fmt(percentile(seg, 0.5))} · p95 ${fmt(percentile(seg, 0.95))}` +
+      ` · pieces p50 ${fmt(percentile(stats.latencies, 0.5))}` +
       ` · captions p50 ${fmt(percentile(stats.captionLatencies, 0.5))}`;
+    $("latency").title = "from the end of the source words to their translation being heard";
     $("buffers").textContent = `audio: ${stats.buffersReceived} pieces`;
   }
 
@@ -130,7 +138,9 @@
     const pcm = new Int16Array(frame.slice(4 + size));
     stats.buffersReceived += 1;
     stats.audioBytes += pcm.byteLength;
-    clockOffset = header.server_time - Date.now() / 1000;
+    // the frame left the server at server_time: the offset is at least this
+    const bound = header.server_time - Date.now() / 1000;
+    clockOffset = clockOffset === null ? bound : Math.max(clockOffset, bound);
     const ac = audioContext();
     const buffer = ac.createBuffer(1, Math.max(pcm.length, 1), header.rate);
     const data = buffer.getChannelData(0);
@@ -142,22 +152,57 @@
     source.start(startAt);
     playhead = startAt + buffer.duration;
     stats.buffersScheduled += 1;
-    // when it starts, in server wall-clock seconds
-    const startWall = Date.now() / 1000 + (startAt - ac.currentTime) + clockOffset;
+    // when it starts to be heard, in server wall-clock seconds: the output's timestamp maps
+    // the context's time to performance.now() (headless or without one: the context's clock)
+    const ts = ac.getOutputTimestamp ? ac.getOutputTimestamp() : {};
+    const perf = ts.performanceTime > 0
+      ? ts.performanceTime + (startAt - ts.contextTime) * 1000
+      : performance.now() + (startAt - ac.currentTime) * 1000;
+    const startWall = (performance.timeOrigin + perf) / 1000 + clockOffset;
     const latency = startWall - header.capture_end;
     stats.lastLatency = latency;
     stats.latencies.push(latency);
     if (stats.latencies.length > 1000) stats.latencies.shift();
+    stats.played.push({ session: header.session, seq: header.seq, part: header.part,
+      capture_end: header.capture_end, start: startWall });
+    if (stats.played.length > 2000) stats.played.shift();
+    if (header.part === 0) {
+      stats.segmentLatencies.push(latency);
+      if (stats.segmentLatencies.length > 1000) stats.segmentLatencies.shift();
+    }
     setTimeout(() => renderSpeakers(header.session), Math.max(0, (startAt - ac.currentTime) * 1000));
     showLatency();
   }
 
+  // -- the language, chosen on the page -----------------------------------------------
+  function showLangs(langs) {
+    const select = $("lang-select");
+    const all = [...new Set([lang, ...(langs || [])])].sort();
+    if ([...select.options].map((o) => o.value).join() === all.join()) return;
+    select.replaceChildren(...all.map((l) => new Option(l, l, false, l === lang)));
+  }
+  $("lang-select").addEventListener("change", (ev) => {
+    if (ev.target.value === lang) return;
+    lang = ev.target.value;
+    stats.lang = lang;
+    params.set("lang", lang);
+    history.replaceState(null, "", location.pathname + "?" + params);
+    showLang();
+    $("translation").replaceChildren();
+    for (const key of [...lines.keys()]) if (key.startsWith("translation/")) lines.delete(key);
+    playhead = 0;
+    retry = 100;
+    if (feed) feed.close(); // reconnects at once in the new language
+  });
+
   // -- the feed ----------------------------------------------------------------------
   let retry = 500;
+  let feed = null;
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${scheme}://${location.host}/ws/${encodeURIComponent(room)}` +
       `?lang=${encodeURIComponent(lang)}`);
+    feed = ws;
     ws.binaryType = "arraybuffer";
     ws.onopen = () => {
       if (token) ws.send(JSON.stringify({ type: "auth", token }));
@@ -178,14 +223,20 @@
       retry = Math.min(retry * 2, 10000);
     };
     ws.onmessage = (ev) => {
+      if (ws !== feed) return;
       stats.messages += 1;
       if (ev.data instanceof ArrayBuffer) { onSpeech(ev.data); return; }
       const m = JSON.parse(ev.data);
       if (m.type === "caption") { onCaption(m); showLatency(); }
       else if (m.type === "sessions") {
+        showLangs(m.langs);
         for (const s of m.sessions) speakers.set(s.session, s);
         renderSpeakers(null);
-      } else if (m.type === "end" && speakers.has(m.session) && m.track === "transcript") {
+      } else if (m.type === "end") {
+        stats.ends = stats.ends || [];
+        stats.ends.push(`${m.session}/${m.track}`);
+      }
+      if (m.type === "end" && speakers.has(m.session) && m.track === "transcript") {
         speakers.get(m.session).status = "ended";
         renderSpeakers(null);
       }
