@@ -9,6 +9,9 @@ from typing import Any
 
 from bus.settings import BusSettings, add_bus_options
 
+# the voices `s2st bench tts --intelligibility` measures (workers.tts.intelligibility)
+DEFAULT_VOICES = ("kokoro:es", "espeak:es", "piper:en", "espeak:en", "edge:es")
+
 # flag -> the S2ST_TTS_* variable it overrides
 _TTS_FLAGS = {
     "backends": "S2ST_TTS_BACKENDS",
@@ -29,11 +32,13 @@ def register(commands: Any, bench: Any) -> None:
     _register_worker(commands)
     parser = bench.add_parser(
         "tts",
-        help="TTS time to first audio, real-time factor and memory per backend",
+        help="TTS time to first audio, real-time factor and memory per backend; or "
+        "(--intelligibility) how well each voice is understood",
         description=(
             "Synthesize a 15-word sentence per BACKEND:LANG case, streamed in pieces, and "
             "report load time, time to first audio, real-time factor (streamed and as one "
-            "call) and resident memory."
+            "call) and resident memory. With --intelligibility: a round trip through Whisper "
+            "base per voice instead."
         ),
     )
     parser.add_argument(
@@ -46,6 +51,22 @@ def register(commands: Any, bench: Any) -> None:
         "--first-words", type=int, default=None, help="words in the first piece (default: 4)"
     )
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
+    g = parser.add_argument_group(
+        "intelligibility (--intelligibility)",
+        "Each voice speaks the dev set's reference texts in its language; Whisper base, as "
+        "ASR-BLEU, transcribes them back; WER, BLEU and chrF against the texts, and the same "
+        "scores of the set's real speech in each language (the scorer's ceiling).",
+    )
+    g.add_argument("--intelligibility", action="store_true",
+                   help="measure how well each voice is understood instead of its speed")
+    g.add_argument("--voices", default=",".join(DEFAULT_VOICES),
+                   help="comma-separated BACKEND:LANG[:VOICE] (default: %(default)s)")
+    g.add_argument("--limit", type=int, default=None,
+                   help="at most N texts per voice and N real clips per language (default: all)")
+    g.add_argument("--manifest", default=None,
+                   help="the speech set's manifest (default: ../shared/data/speech)")
+    g.add_argument("--no-ceiling", action="store_true", help="skip the real speech")
+    g.add_argument("--online", action="store_true", help="also measure online voices (edge)")
     parser.set_defaults(func=_bench)
 
 
@@ -53,6 +74,8 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import format_report, run
     from .splitter import SplitPolicy
 
+    if args.intelligibility:
+        return _intelligibility(args)
     if args.repeat < 1:
         raise SystemExit("--repeat must be at least 1")
     split = SplitPolicy() if args.first_words is None else SplitPolicy(first_words=args.first_words)
@@ -60,6 +83,22 @@ def _bench(args: argparse.Namespace) -> int:
     report = run(cases, args.repeat, split, args.json)
     print(format_report(report))
     return 1 if any(row["error"] for row in report["results"]) else 0
+
+
+def _intelligibility(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import intelligibility
+
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit("--limit must be at least 1")
+    voices = [intelligibility.Voice.parse(v) for v in args.voices.split(",") if v.strip()]
+    report = intelligibility.run(
+        voices, manifest=Path(args.manifest) if args.manifest else None, limit=args.limit,
+        ceiling=not args.no_ceiling, online=args.online, json_path=args.json,
+        progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(intelligibility.format_report(report))
+    return 0
 
 
 def _register_worker(commands: Any) -> None:
