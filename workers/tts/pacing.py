@@ -104,7 +104,10 @@ class Pacer:
 # Kokoro here took 0.39 s for "Hola." and 4.0 s for 116 characters.
 _OVERHEAD_CHARS = 10
 _COST_WEIGHT = 0.5  # of the newest piece in a voice's running cost
-_COST_RELAX = 0.9  # a voice passed over: its figure times this (tried again after a few)
+# A busy host's pace varies from piece to piece: a piece is expected to take this much more
+# than the running cost says (on the dev clips, next to CI jobs, pieces took up to twice it)
+_MARGIN = 1.3
+_COST_RELAX = 0.95  # a voice passed over: its figure times this, down to half its last measure
 
 
 class SynthesisCost:
@@ -113,14 +116,16 @@ class SynthesisCost:
     The unit is synthesis seconds per character at the voice's own pace (speaking faster
     makes less audio and costs less), plus a call's overhead; a running average, so a busier
     host shows within a piece or two. A voice that is passed over because it would be late
-    is not measured, so each time it is passed over its figure shrinks by a tenth: after a
-    burst of load it gets pieces again within a few, and a host that stays slow measures it
-    slow again (one late piece now and then, not a voice lost for the run).
+    is not measured, so each time it is passed over its figure shrinks by 5 %, down to half
+    of what it last measured: after a burst of load it gets pieces again, and a host that
+    stays slow measures it slow again (a piece late by at most about its own synthesis time
+    now and then, not a voice lost for the run).
     """
 
     def __init__(self) -> None:
         self._per_char: dict[tuple[str, str], float] = {}
         self._rtf: dict[tuple[str, str], float] = {}
+        self._measured: dict[tuple[str, str], tuple[float, float]] = {}  # (per_char, rtf)
 
     def observe(self, lang: str, voice: str, *, chars: int, speed: float, synth_s: float,
                 audio_s: float) -> None:
@@ -132,12 +137,14 @@ class SynthesisCost:
         if audio_s > 0:
             rtf, old_rtf = synth_s / audio_s, self._rtf.get(key)
             self._rtf[key] = rtf if old_rtf is None else old_rtf + _COST_WEIGHT * (rtf - old_rtf)
+        self._measured[key] = (new, self._rtf.get(key, 0.0))
 
     def predict(self, lang: str, voice: str, *, chars: int, speed: float = 1.0) -> float | None:
-        """Seconds ``voice`` would take for ``chars`` characters at pace ``speed``; None when
-        it has not spoken yet."""
+        """Seconds ``voice`` may take for ``chars`` characters at pace ``speed`` (with a
+        margin); None when it has not spoken yet."""
         per_char = self._per_char.get((lang, voice))
-        return None if per_char is None else per_char * (chars + _OVERHEAD_CHARS) / speed
+        return None if per_char is None else \
+            _MARGIN * per_char * (chars + _OVERHEAD_CHARS) / speed
 
     def rtf(self, lang: str, voice: str) -> float | None:
         """The running real-time factor of ``voice`` (synthesis time / audio time)."""
@@ -145,6 +152,8 @@ class SynthesisCost:
 
     def passed_over(self, lang: str, voice: str) -> None:
         key = (lang, voice)
-        for figures in (self._per_char, self._rtf):
+        if key not in self._measured:
+            return
+        for figures, last in zip((self._per_char, self._rtf), self._measured[key], strict=True):
             if key in figures:
-                figures[key] *= _COST_RELAX
+                figures[key] = max(last / 2, figures[key] * _COST_RELAX)
