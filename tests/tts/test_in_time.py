@@ -102,22 +102,28 @@ async def test_a_voice_slow_at_start_is_not_dropped_for_the_run(
     kokoro: Any, espeak: Any,
 ) -> None:
     """The worker starts in a slow spell (Kokoro's warm-up takes 2 s more: a start-up check
-    once sent the whole run to espeak-ng, whatever the load after). The first piece, due 2 s
-    after its words, is espeak-ng's; Kokoro speaks again within the next segment, which
-    plays after the first."""
+    once sent the whole run to espeak-ng, whatever the load after). The dev set's Spanish
+    sentences arrive in a burst: the first piece, due 2 s after its words, is espeak-ng's,
+    and as the listener's queue grows Kokoro speaks again (how soon depends on how busy the
+    host is, so the test asks only that it does within the run)."""
     slow = Delayed(kokoro, delay_s=2.0, calls=1)
     stage = TTSStage(kokoro_engine(slow, espeak), warm_langs=["es"])
+    texts = [str(row["translation_es"]) for row in manifest.values()
+             if row.get("translation_es")][:4]
+    assert len(texts) == 4
     passed_before = metric("s2st_tts_passed_over_total", lang="es", backend="kokoro")
     await open_room(bus_client, bus_settings, ["es"])
     async with run_worker(stage, bus_settings):
         assert slow.calls == 0  # the start was slow
-        sources = [translation(seq, "es", spanish(manifest, index), age_s=0.0)
-                   for seq, index in ((1, 0), (2, 1))]  # just said, now that the worker is up
+        sources = [translation(seq, "es", text, age_s=0.0)  # just said, the worker being up
+                   for seq, text in enumerate(texts, 1)]
         await send(bus_client, bus_settings, "es", [*sources, end_of()])
-        events = await until_ended(bus_client, bus_settings, "es", timeout=120.0)
+        events = await until_ended(bus_client, bus_settings, "es", timeout=180.0)
     spoken = segments(events)
+    assert sorted(spoken) == list(range(1, len(texts) + 1))
     assert spoken[1][0].backend == "espeak"
-    assert "kokoro" in {p.backend for p in spoken[2]}, [p.backend for p in spoken[2]]
+    later = [p.backend for seq in sorted(spoken) if seq > 1 for p in spoken[seq]]
+    assert "kokoro" in later, later
     assert stage.engine.chain("es") == ["kokoro", "espeak"]
     assert metric("s2st_tts_passed_over_total", lang="es", backend="kokoro") > passed_before
     assert metric("s2st_tts_pieces_total", lang="es", backend="kokoro") >= 1
