@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from workers.tts.config import TtsConfig
-from workers.tts.pacing import PaceConfig, Pacer
+from workers.tts.pacing import PaceConfig, Pacer, SynthesisCost
 
 SENTENCE = "The committee will meet again next week to discuss the budget for the new hall."
 
@@ -61,3 +61,25 @@ def test_a_faster_voice_says_the_same_in_less_time(voice: str, request: Any) -> 
     normal = synth.synthesize(SENTENCE, "en")
     fast = synth.synthesize(SENTENCE, "en", speed=1.4)
     assert 0.6 < fast.duration / normal.duration < 0.85, (normal.duration, fast.duration)
+
+
+def test_a_voice_running_cost_follows_its_pieces_and_relaxes_when_passed_over() -> None:
+    cost = SynthesisCost()
+    assert cost.predict("es", "kokoro", chars=30) is None  # not measured: no opinion
+    # Kokoro here: 0.8 s for 20 characters at its own pace, 1.45 s of audio
+    cost.observe("es", "kokoro", chars=20, speed=1.0, synth_s=0.8, audio_s=1.45)
+    normal = cost.predict("es", "kokoro", chars=30)
+    assert normal is not None and 0.8 < normal < 2.5  # longer piece, longer wait
+    faster = cost.predict("es", "kokoro", chars=30, speed=1.5)
+    assert faster is not None and faster < normal  # a faster pace makes less audio
+    cost.observe("es", "kokoro", chars=20, speed=1.0, synth_s=4.8, audio_s=1.45)  # a busy spell
+    busy = cost.predict("es", "kokoro", chars=30)
+    rtf = cost.rtf("es", "kokoro")
+    assert busy is not None and busy > 2 * normal and rtf is not None and rtf > 1.5
+    for _ in range(100):  # passed over again and again: down to half its last measure
+        cost.passed_over("es", "kokoro")
+    relaxed = cost.predict("es", "kokoro", chars=30)
+    assert relaxed == pytest.approx(busy / 2)
+    assert cost.rtf("es", "kokoro") == pytest.approx(rtf / 2)
+    cost.passed_over("es", "espeak")  # never measured: nothing to relax
+    assert cost.predict("es", "espeak", chars=30) is None

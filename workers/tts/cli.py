@@ -122,8 +122,8 @@ def _register_worker(commands: Any) -> None:
     g.add_argument("--parallel", help="S2ST_TTS_PARALLEL: pieces synthesized at once (1)")
     g.add_argument("--warm", help="S2ST_TTS_WARM: languages to load at start "
                    "(default: those named in the backend table; 'none': load on first use)")
-    g.add_argument("--max-rtf", help="S2ST_TTS_MAX_RTF: at start, a warmed voice slower than "
-                   "this real-time factor here is not used (0: no check; the CPU profile: 0.35)")
+    g.add_argument("--max-rtf", help="S2ST_TTS_MAX_RTF: per piece, a voice whose running "
+                   "real-time factor here is above this passes the piece on (0: no check)")
     add_bus_options(parser)
     parser.set_defaults(func=_worker)
 

@@ -58,7 +58,9 @@ class TtsConfig:
     clause_pause_s: float = 0.12
     retry_unavailable_s: float = 300.0  # a backend that cannot load is skipped this long
     pace: PaceConfig = field(default_factory=PaceConfig)  # keeping up with the speaker
-    max_rtf: float = 0.0  # a voice slower than this here is not used (0: no check)
+    # per piece: a voice whose running real-time factor here is above this passes the piece
+    # to the next voice of its chain (0: no such check; lateness is checked anyway)
+    max_rtf: float = 0.0
 
     def __post_init__(self) -> None:
         if self.fallback and self.fallback not in FACTORIES:
@@ -107,10 +109,12 @@ class TtsConfig:
                 horizon_s=_number(env, "S2ST_TTS_PACE_HORIZON_S", defaults.horizon_s, float),
                 max_speed=_number(env, "S2ST_TTS_MAX_SPEED", defaults.max_speed, float),
                 late_s=_number(env, "S2ST_TTS_LATE_S", defaults.late_s, float),
+                ready_lag_s=_number(env, "S2ST_TTS_READY_LAG_S", defaults.ready_lag_s, float),
+                gap_s=_number(env, "S2ST_TTS_GAP_S", defaults.gap_s, float),
             )
         except ValueError as exc:
-            raise ValueError(f"S2ST_TTS_TARGET_LAG_S/PACE_HORIZON_S/MAX_SPEED/LATE_S: {exc}") \
-                from None
+            raise ValueError("S2ST_TTS_TARGET_LAG_S/PACE_HORIZON_S/MAX_SPEED/LATE_S/"
+                             f"READY_LAG_S/GAP_S: {exc}") from None
         return cls(
             backends=backends,
             fallback=fallback,

@@ -6,6 +6,11 @@ and the next one speaks that piece and the rest of the segment (a voice that swi
 back mid-sentence would be jarring); the next segment tries the configured one again. If
 every one fails the piece is a short silence, so the parts of a segment always arrive
 complete and in order and a session never stalls.
+
+A voice must also be in time (see pacing.SynthesisCost): given a segment's `Timing`, a piece
+that the voice would finish after it is due goes to the next voice of the chain, and the
+next piece tries the first voice again. With `max_rtf`, so does a piece of a voice whose
+running real-time factor here is above it. Nothing is demoted for the whole run.
 """
 
 from __future__ import annotations
@@ -19,8 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .audio import Float, finish_piece, gated_rms_dbfs, silence, to_int16_bytes
-from .backends import BackendUnavailable, SynthesisError, Synthesizer, create_backend
+from .backends import (
+    BackendUnavailable,
+    SynthesisError,
+    Synthesizer,
+    base_lang,
+    create_backend,
+)
 from .config import TtsConfig
+from .pacing import SynthesisCost
 from .splitter import ends_clause, ends_sentence, split_text
 from .text import clean_text, truncate_words
 from .voices import pick_voice
@@ -46,6 +58,15 @@ class SpeechPiece:
     lang: str
     synth_s: float  # wall time spent producing this piece
     fallback: bool  # spoken by a backend later in the chain than the first one
+    passed_over: tuple[str, ...] = ()  # voices that would have been too late for this piece
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When a segment's pieces are due, in seconds from the call to `TtsEngine.speak`."""
+
+    first_due_s: float  # the first piece should be ready by then
+    heard_s: float = 0.0  # the listener has audio queued until then (<= 0: none)
 
 
 @dataclass
@@ -59,6 +80,7 @@ class TtsStats:
     fallbacks: int = 0  # pieces spoken by a later backend of the chain
     silent: int = 0  # pieces no backend could speak
     failures: Counter[str] = field(default_factory=Counter)
+    passed_over: Counter[str] = field(default_factory=Counter)  # pieces a voice was too slow for
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +91,7 @@ class TtsStats:
             "fallbacks": self.fallbacks,
             "silent": self.silent,
             "failures": dict(self.failures),
+            "passed_over": dict(self.passed_over),
         }
 
 
@@ -86,8 +109,16 @@ class TtsEngine:
         self.stats = TtsStats()
         self._backends: dict[str, Synthesizer] = dict(backends or {})
         self._skip_until: dict[str, float] = {}
-        self._demoted: dict[str, set[str]] = {}  # lang -> backends too slow for real time here
+        self.cost = SynthesisCost()  # what each voice costs here, from the pieces it spoke
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(1)
+
+    def set_parallel(self, parallel: int) -> None:
+        """How many pieces may be synthesized at once by voices other than the fallback (it
+        is a program that takes milliseconds, and never waits for a slot)."""
+        if parallel < 1:
+            raise ValueError(f"parallel must be at least 1, not {parallel}")
+        self._slots = threading.BoundedSemaphore(parallel)
 
     def backend(self, name: str) -> Synthesizer:
         with self._lock:
@@ -96,18 +127,12 @@ class TtsEngine:
             return self._backends[name]
 
     def chain(self, lang: str) -> list[str]:
-        """The configured chain of ``lang`` without the backends demoted on this host."""
-        demoted = self._demoted.get(lang.strip().lower(), set())
-        return [name for name in self.config.chain(lang) if name not in demoted]
-
-    def demote(self, lang: str, backend: str) -> None:
-        """Stop using ``backend`` for ``lang`` (it cannot keep real time here); never the
-        fallback, so the language is still spoken."""
-        if backend != self.config.fallback:
-            self._demoted.setdefault(lang.strip().lower(), set()).add(backend)
+        """The configured chain of ``lang``, the fallback last."""
+        return self.config.chain(lang)
 
     def real_time_factor(self, text: str, lang: str, backend: str) -> float:
-        """Synthesis time over audio time of ``text`` with ``backend`` alone (loaded)."""
+        """Synthesis time over audio time of ``text`` with ``backend`` alone (loaded); the
+        measure also goes into the voice's running cost."""
         started = time.perf_counter()
         samples, name, _, _ = self._synthesize(text, lang, [backend], "", "", None)
         elapsed = time.perf_counter() - started
@@ -146,6 +171,7 @@ class TtsEngine:
         voice: str | None = None,
         speed: float = 1.0,
         fast: bool = False,
+        timing: Timing | None = None,
     ) -> Iterator[SpeechPiece]:
         """Yield the pieces of one segment in order, each as soon as it is synthesized.
 
@@ -154,8 +180,19 @@ class TtsEngine:
         `speed` scales the voices' pace (see pacing.py); `fast` skips to the fallback voice
         (a segment so late that only the fastest voice catches up). Once a voice fails on a
         piece, the one that took over speaks the rest of the segment: switching back mid-way
-        would change the voice within a sentence.
+        would change the voice within a sentence. `timing` says when the pieces are due
+        (counted from this call): a voice that would be late passes that piece on.
         """
+        due = heard = None
+        if timing is not None:
+            now = time.monotonic()
+            due, heard = now + timing.first_due_s, now + max(0.0, timing.heard_s)
+        return self._speak(text, lang, session, speaker, voice, speed, fast, due, heard)
+
+    def _speak(
+        self, text: str, lang: str, session: str, speaker: str, voice: str | None,
+        speed: float, fast: bool, due: float | None, heard: float | None,
+    ) -> Iterator[SpeechPiece]:
         self.stats.segments += 1
         cleaned = clean_text(text)
         if len(cleaned) > self.config.max_chars:
@@ -178,13 +215,23 @@ class TtsEngine:
         start = 0  # position in the chain of the voice speaking this segment
         for index, piece_text in enumerate(pieces):
             started = time.perf_counter()
-            samples, name, used_voice, fell_back = self._synthesize(
-                piece_text, lang, chain, session, speaker, voice, speed, start
-            )
-            if name in chain:  # not "none": a silent piece leaves the next one to the same voice
-                start = chain.index(name)
+            slack = None if due is None else due - time.monotonic()
+            position, passed, slot = self._in_time(piece_text, lang, chain, start, speed, slack)
+            try:
+                samples, name, used_voice, fell_back = self._synthesize(
+                    piece_text, lang, chain, session, speaker, voice, speed, position
+                )
+            finally:
+                if slot:
+                    self._slots.release()
+            if name in chain and chain.index(name) != position:
+                start = chain.index(name)  # a voice failed: the one that took over goes on
+            # (not "none": a silent piece leaves the next one to the same voices)
             self.stats.pieces += 1
             rate = self.config.output_rate
+            if due is not None and heard is not None:  # the next piece is due when this ends
+                heard = max(heard, time.monotonic()) + samples.size / rate
+                due = heard + self.config.pace.gap_s
             yield SpeechPiece(
                 part=index,
                 last=index == len(pieces) - 1,
@@ -198,7 +245,48 @@ class TtsEngine:
                 lang=lang,
                 synth_s=time.perf_counter() - started,
                 fallback=fell_back,
+                passed_over=passed,
             )
+
+    def _in_time(
+        self, text: str, lang: str, chain: list[str], start: int, speed: float,
+        slack: float | None,
+    ) -> tuple[int, tuple[str, ...], bool]:
+        """The position in ``chain`` (from ``start``) of the first voice expected to have
+        ``text`` ready within ``slack`` seconds, counting the wait for a free slot (and, with
+        max_rtf, to run within it here); the voices passed over; whether a slot is now held
+        (the caller releases it). The fallback takes no slot; the last voice is never passed
+        over."""
+        passed: list[str] = []
+        key = base_lang(lang)
+        for position in range(start, len(chain)):
+            name = chain[position]
+            if name == self.config.fallback:
+                return position, tuple(passed), False
+            last = position == len(chain) - 1
+            expected = self.cost.predict(key, name, chars=len(text), speed=speed)
+            rtf = self.cost.rtf(key, name)
+            reason = ""
+            if not last and slack is not None and expected is not None and expected > slack:
+                reason = "late"
+            elif not last and self.config.max_rtf > 0 and rtf is not None \
+                    and rtf > self.config.max_rtf:
+                reason = "too slow"
+            else:
+                wait = None if last or slack is None else max(0.0, slack - (expected or 0.0))
+                if self._slots.acquire(timeout=wait):
+                    return position, tuple(passed), True
+                reason = "busy"  # another piece holds the voice past this one's due time
+            passed.append(name)
+            self.stats.passed_over[name] += 1
+            self.cost.passed_over(key, name)
+            log.info(
+                "tts piece passed from %s to the next voice: %s (lang=%s, expected %s s, "
+                "due in %s s, running rtf %s)", name, reason, lang,
+                "-" if expected is None else f"{expected:.2f}",
+                "-" if slack is None else f"{slack:.2f}", "-" if rtf is None else f"{rtf:.2f}",
+            )
+        return start, tuple(passed), False
 
     def _pause_after(self, piece_text: str, speed: float = 1.0) -> float:
         """The pause after a piece; a faster pace shortens pauses more than words (as a
@@ -240,7 +328,9 @@ class TtsEngine:
                     if voice is not None and position == 0 and voice in voices
                     else pick_voice(voices, session, speaker)
                 )
+                began = time.perf_counter()
                 audio = backend.synthesize(text, lang, chosen, speed=speed)
+                spent = time.perf_counter() - began
                 samples = finish_piece(
                     audio.pcm,
                     audio.rate,
@@ -250,6 +340,8 @@ class TtsEngine:
                 )
                 if gated_rms_dbfs(samples, self.config.output_rate) is None:
                     raise SynthesisError(f"{name} returned silence")
+                self.cost.observe(base_lang(lang), name, chars=len(text), speed=speed,
+                                  synth_s=spent, audio_s=audio.duration)
             except BackendUnavailable as exc:
                 self._count_failure(name, lang, exc)
                 self._skip_until[name] = time.monotonic() + self.config.retry_unavailable_s

@@ -37,9 +37,15 @@ LATE_SEGMENTS = Counter(
     "Segments so late behind their source that the fast fallback voice spoke them",
     ["lang"],
 )
-DEMOTED = Gauge(
-    "s2st_tts_voice_demoted",
-    "1 for a voice not used because it synthesizes slower than S2ST_TTS_MAX_RTF here",
+PASSED_OVER = Counter(
+    "s2st_tts_passed_over_total",
+    "Pieces a voice would have had ready too late (or ran over S2ST_TTS_MAX_RTF): the next "
+    "voice of the chain spoke them",
+    ["lang", "backend"],
+)
+RUNNING_RTF = Gauge(
+    "s2st_tts_running_rtf",
+    "Running real-time factor of each voice here, from the pieces it spoke",
     ["lang", "backend"],
 )
 EMPTY_SEGMENTS = Counter(

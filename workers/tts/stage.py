@@ -28,7 +28,7 @@ from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
 from . import metrics
 from .backends import base_lang
 from .config import TtsConfig
-from .engine import SpeechPiece, TtsEngine
+from .engine import SpeechPiece, Timing, TtsEngine
 from .pacing import Pacer
 
 log = get_logger("s2st.tts")
@@ -94,20 +94,18 @@ class TTSStage(Stage):
             list(warm_langs) if warm_langs is not None else default_warm_langs(self.engine.config)
         )
         self.parallel = parallel
-        self._slots: asyncio.Semaphore | None = None  # made in the worker's event loop
+        self.engine.set_parallel(parallel)  # the engine holds the slots: see _next_piece
         self._speakable: dict[str, bool] = {}
         self._failures_exported: Counter[str] = Counter()
 
     async def setup(self) -> None:
         """Load the configured voices once, before the first segment."""
-        self._slots = asyncio.Semaphore(self.parallel)
         if not self.warm_langs:
             return
         started = time.perf_counter()
         ready = await asyncio.to_thread(self.engine.warm_up, self.warm_langs)
         self._export_failures()
-        if self.engine.config.max_rtf > 0:
-            ready = await asyncio.to_thread(self._keep_real_time, ready)
+        rtfs = await asyncio.to_thread(self._measure, ready)
         for lang, backend in ready.items():
             chain = self.engine.chain(lang)
             if backend == "none":
@@ -117,30 +115,21 @@ class TTSStage(Stage):
             if backend != chain[0]:
                 log.warning("tts voice unavailable, falling back", lang=lang,
                             configured=chain[0], using=backend)
-        log.info("tts voices ready", voices=ready,
+        log.info("tts voices ready", voices=ready, rtf=rtfs,
                  seconds=round(time.perf_counter() - started, 2))
 
-    def _keep_real_time(self, ready: dict[str, str]) -> dict[str, str]:
-        """Demote each language's voice that synthesizes slower than S2ST_TTS_MAX_RTF here
-        (measured on a sentence, after warm-up): a listener is better served in time by the
-        next voice of the chain than late by a nicer one. Returns lang -> the voice kept."""
-        limit = self.engine.config.max_rtf
-        for lang, backend in list(ready.items()):
-            while backend not in ("none", self.engine.config.fallback):
-                rtf = self.engine.real_time_factor(_RTF_SENTENCES.get(base_lang(lang),
-                                                                      _RTF_SENTENCES["en"]),
-                                                   lang, backend)
-                if rtf <= limit:
-                    break
-                self.engine.demote(lang, backend)
-                nxt = next((n for n in self.engine.chain(lang) if n != backend), "none")
-                log.warning("tts voice too slow for real time on this host: the next one "
-                            "speaks", lang=lang, voice=backend, rtf=round(rtf, 2),
-                            max_rtf=limit, using=nxt)
-                metrics.DEMOTED.labels(lang, backend).set(1)
-                backend = nxt
-            ready[lang] = backend
-        return ready
+    def _measure(self, ready: dict[str, str]) -> dict[str, float]:
+        """Time each warmed voice other than the fallback on a sentence: the first figure of
+        its running cost, which the pieces it speaks then keep up to date (a voice is never
+        dropped for the run: a piece it would be late for goes to the next voice)."""
+        rtfs: dict[str, float] = {}
+        for lang, backend in ready.items():
+            if backend not in ("none", self.engine.config.fallback):
+                sentence = _RTF_SENTENCES.get(base_lang(lang), _RTF_SENTENCES["en"])
+                rtf = self.engine.real_time_factor(sentence, lang, backend)
+                rtfs[f"{lang}:{backend}"] = round(rtf, 2)
+                metrics.RUNNING_RTF.labels(lang, backend).set(rtf)
+        return rtfs
 
     async def handle(self, ctx: PartitionContext, delivery: Delivery) -> list[Emit]:
         event = delivery.event
@@ -179,8 +168,14 @@ class TTSStage(Stage):
             log.info("segment late: the fast voice speaks it", session=ctx.partition.session,
                      seq=event.seq, lag_s=round(pace.lag_s, 2))
         written = 0
+        timing = None
+        ready_lag = self.engine.config.pace.ready_lag_s
+        if ready_lag > 0:
+            now = clock.now()
+            timing = Timing(first_due_s=max(pacer.heard_until, event.capture_end + ready_lag) - now,
+                            heard_s=pacer.heard_until - now)
         pieces = self._pieces(event.text, event.lang, ctx.partition.session, ctx.session.speaker,
-                              speed=pace.speed, fast=pace.late)
+                              speed=pace.speed, fast=pace.late, timing=timing)
         try:
             async with contextlib.aclosing(pieces):
                 async for piece in pieces:
@@ -217,12 +212,12 @@ class TTSStage(Stage):
 
     async def _pieces(
         self, text: str, lang: str, session: str, speaker: str, *, speed: float = 1.0,
-        fast: bool = False,
+        fast: bool = False, timing: Timing | None = None,
     ) -> AsyncGenerator[SpeechPiece, None]:
         """The engine's pieces, each synthesized in a thread; the next piece is already being
         synthesized while the caller writes the current one."""
         synthesis = self.engine.speak(text, lang, session=session, speaker=speaker,
-                                      speed=speed, fast=fast)
+                                      speed=speed, fast=fast, timing=timing)
         pending = asyncio.ensure_future(self._next_piece(synthesis))
         try:
             while (piece := await pending) is not None:
@@ -236,10 +231,10 @@ class TTSStage(Stage):
                 pending.cancel()  # a running thread finishes its piece; it is dropped
 
     async def _next_piece(self, synthesis: Iterator[SpeechPiece]) -> SpeechPiece | None:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.parallel)
-        async with self._slots:
-            return await asyncio.to_thread(next, synthesis, None)
+        """The next piece, from a thread. The engine waits there for one of its ``parallel``
+        slots, and not past the piece's due time: a piece that cannot have the neural voice
+        in time goes to the fallback, which needs no slot."""
+        return await asyncio.to_thread(next, synthesis, None)
 
     async def _can_speak(self, lang: str) -> bool:
         key = lang.lower()
@@ -254,6 +249,12 @@ class TTSStage(Stage):
                 piece.synth_s / piece.duration)
         if piece.fallback:
             metrics.FALLBACKS.labels(piece.lang, piece.backend).inc()
+        for voice in piece.passed_over:
+            metrics.PASSED_OVER.labels(piece.lang, voice).inc()
+        for voice in (piece.backend, *piece.passed_over):
+            rtf = self.engine.cost.rtf(base_lang(piece.lang), voice)
+            if rtf is not None:
+                metrics.RUNNING_RTF.labels(piece.lang, voice).set(rtf)
 
     def _export_failures(self) -> None:
         """Bring the Prometheus counter up to the engine's failure counts."""
