@@ -322,8 +322,8 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("S2ST_")}
     if "S2ST_SPEECH_DIR" in os.environ:
         env["S2ST_SPEECH_DIR"] = os.environ["S2ST_SPEECH_DIR"]
-    # espeak-ng: the voice this CPU ends up with anyway (Kokoro gives way, docs/tts.md),
-    # without measuring Kokoro in each TTS worker at start
+    # espeak-ng: the cheapest voice, so the soak measures the bus and its faults rather than
+    # Kokoro's pace on this CPU (docs/tts.md, "In time, piece by piece")
     env.update(PYTHONUNBUFFERED="1", S2ST_TTS_BACKENDS="*=espeak")
     return env
 
