@@ -84,13 +84,13 @@
         }
       }
       return [el("b", null, name),
-        el("span", { className: live.length ? "" : "bad" }, `${live.length} live`),
-        el("div", null, live.map((w) => `${w.id} (${secs(w.age_s)})`).join(", ") || "–",
+        el("div", null, el("span", { className: live.length ? "" : "bad" }, `${live.length} live`),
+          live.length ? ": " + live.map((w) => `${w.id} (${secs(w.age_s)})`).join(", ") : "",
           health.length ? el("ul", null, ...health) : null),
         el("span", { className: s.lag > 0 ? "warn" : "" }, s.lag + (s.unknown_lag ? "+?" : "")),
         s.pending, s.streams];
     });
-    $("stages").replaceChildren(table(["stage", "workers", "ids, health", "lag", "pending", "streams"], rows));
+    $("stages").replaceChildren(table(["stage", "workers, health", "lag", "pending", "streams"], rows));
   }
 
   function drawLatency(lat) {
@@ -111,7 +111,7 @@
       parts.push(el("h2", null, "Latest"));
       parts.push(table(["when", "room", "stage", "session", "error"], dead.latest.map((d) => [
         new Date(d.failed_at * 1000).toLocaleTimeString(), d.room, d.stage, d.session,
-        el("span", { className: "bad" }, `${d.reason}: ${d.error}`)])));
+        el("span", { className: "bad", title: d.reason }, d.error)])));
     }
     $("dead").replaceChildren(...parts);
   }
