@@ -113,7 +113,8 @@ async def test_overview_needs_an_admin_token_and_shows_the_bus(client: Any,
     assert (dead["latest"][0]["room"], dead["latest"][0]["session"]) == ("hall", "ada-1")
     latency = data["latency"]
     assert latency["segments"] == 2 and latency["window_s"] == 60  # first pieces only
-    assert abs(latency["p50"] - LATENCY_S) < 0.3 and abs(latency["p95"] - LATENCY_S) < 0.3
+    # (the XADD right after the capture end was set: a loaded host may add a little)
+    assert LATENCY_S - 0.05 < latency["p50"] <= latency["p95"] < LATENCY_S + 1.0
     assert [(b["room"], b["lang"], b["segments"]) for b in latency["by_lang"]] == [
         ("hall", "es", 2)]
 
