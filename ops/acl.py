@@ -15,7 +15,9 @@ Roles and what each may do (docs/operations.md, "Redis users per role"):
   language at once). The web page (`s2st web`) uses it too.
 * ``web``: the ``player``'s reads and writes, and a capture agent's writes in every room
   (registry, audio streams and their bell, ``P:rooms``, XREVRANGE on audio streams): `s2st
-  web` runs a capture agent per browser speaker (its tokens decide who may speak where).
+  web` runs a capture agent per browser speaker (its tokens decide who may speak where);
+  and what its operator view reads (SCAN; XLEN and XINFO GROUPS on room keys; GET/PTTL on
+  leases; ``P:workers:*``, ``P:health:*``; XREVRANGE on dead letters).
 * ``worker-<stage>``: its input and output streams and their bells, its leases, the room's
   progress and dead letters, the status and alive hashes and the audio streams (the janitor
   ends silent sessions and announces it), ``P:workers:<stage>`` and ``P:health:<stage>``,
@@ -111,13 +113,19 @@ def player_rule(keys: Keys) -> str:
 
 
 def web_rule(keys: Keys) -> str:
-    """The player's rule plus a capture agent's writes in every room (browser speakers)."""
+    """The player's rule plus a capture agent's writes in every room (browser speakers), and
+    the operator view's reads (`s2st status`'s collection, ops/status.py): key names (SCAN),
+    the length and consumer groups of any room key (XLEN, XINFO GROUPS: counts and ids, no
+    content), leases (GET, PTTL), the worker sets and health records, the dead letters."""
     r = f"{keys.prefix}:{{*}}"
     return (
-        f"{player_rule(keys)} +multi +exec +discard "
+        f"{player_rule(keys)} +multi +exec +discard +scan "
         f"(+xadd ~{r}:audio:* ~{r}:bell:audio ~{keys.prefix}:bell:audio) "
         f"(+hset +hsetnx +hget +hdel +hgetall ~{r}:sessions ~{r}:status ~{r}:alive ~{r}:meta) "
-        f"(+sadd ~{keys.rooms}) (+xrevrange %R~{r}:audio:*)"
+        f"(+sadd ~{keys.rooms}) (+xrevrange %R~{r}:audio:*) "
+        f"(+xlen +xinfo|groups %R~{r}:*) (+get +pttl %R~{r}:lease:*) "
+        f"(+zrange %R~{keys.prefix}:workers:*) (+hgetall %R~{keys.prefix}:health:*) "
+        f"(+xrevrange %R~{r}:deadletter)"
     )
 
 

@@ -102,8 +102,8 @@ def room_link(base_url: str, room: str | None, role: str, token: str,
     """The link a token is handed out as (the page strips the token from the address bar)."""
     base = base_url.rstrip("/")
     query = f"lang={lang}&" if lang else ""
-    if role == "admin":
-        return f"{base}/?token={token}"
+    if role == "admin":  # the operator view (every room)
+        return f"{base}/admin?token={token}"
     path = f"/room/{room}/speak" if role == "speaker" else f"/room/{room}"
     return f"{base}{path}?{query}token={token}"
 

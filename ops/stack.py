@@ -122,7 +122,7 @@ class Stack:
         return self.web_secret
 
     def web_links(self, ttl_s: float = WEB_TOKEN_TTL_S) -> tuple[str, str, str]:
-        """A listener and a speaker link to the first room, an admin link to the room list."""
+        """A listener and a speaker link to the first room, an admin one to the operator view."""
         from ops.commands import room_link
         from player_agent.web.tokens import mint
 
@@ -190,7 +190,7 @@ class Stack:
         if self.web_port is not None:
             listener, speaker, admin = self.web_links()
             lines.append(f"web:     {listener}")
-            lines.append(f"         (listener link; every room: {admin}; valid "
+            lines.append(f"         (listener link; operator view: {admin}; valid "
                          f"{WEB_TOKEN_TTL_S / 3600:.0f} h)")
             lines.append(f"speak:   {speaker}")
             lines.append("         (speaker link: the browser as a microphone in the room)")

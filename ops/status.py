@@ -139,6 +139,25 @@ async def _groups(client: Any, key: str) -> list[dict[str, Any]]:
     return groups
 
 
+def stage_backlog(status: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Per consumer group (a stage's group is named after it), over every room's streams in
+    ``status`` (what :func:`collect` found): the streams it reads and their lag and pending
+    entries summed; ``unknown_lag`` counts streams whose lag Redis could not tell."""
+    out: dict[str, dict[str, int]] = {}
+    for room in status["rooms"]:
+        for stream in room["streams"]:
+            for g in stream["groups"]:
+                row = out.setdefault(g["group"], {"streams": 0, "lag": 0, "pending": 0,
+                                                  "unknown_lag": 0})
+                row["streams"] += 1
+                row["pending"] += g["pending"]
+                if g["lag"] is None:
+                    row["unknown_lag"] += 1
+                else:
+                    row["lag"] += g["lag"]
+    return out
+
+
 # -- formatting -----------------------------------------------------------------------------
 
 

@@ -65,7 +65,9 @@ def register(commands: Any, bench: Any) -> None:
         help="web server with a live page per room (captions, translated audio, latency)",
         description="Serve /room/<room>?lang=<lang>: live captions of the source and of the "
         "translation, the translated speech played in the browser, speakers and latency; and "
-        "/room/<room>/speak: a browser microphone into the room through the capture pipeline. "
+        "/room/<room>/speak: a browser microphone into the room through the capture pipeline; "
+        "/admin: the operator view (rooms, sessions, workers and lag, latency, dead letters; "
+        "create rooms, issue links). "
         "With S2ST_WEB_SECRET set, every page and websocket needs a room token "
         "(s2st room token); without it the server only starts on a loopback address, or "
         "with --no-auth.",

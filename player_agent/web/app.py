@@ -9,12 +9,20 @@ Routes:
 - ``GET /room/{room}/speak``      the speaker page: the microphone into the room (speak.py)
 - ``WS  /ws/{room}/speak``       the speaker page's audio in, its status and captions out
 - ``GET /healthz``               Redis reachable (never needs a token)
+- ``GET /admin``                 the operator view (admin.py), polling:
+- ``GET /api/admin/overview``    rooms, sessions, stages (workers, lag, health), latency of
+                                 the last minute, dead letters, as JSON
+- ``POST /api/admin/rooms``      ``{"room": "conf1", "langs": ["es", "ca"]}``: create a room
+- ``POST /api/admin/tokens``     ``{"room", "role": listener|speaker, "ttl": "8h", "lang"}``:
+                                 a link with a new token (needs the secret)
 
 With a secret (``S2ST_WEB_SECRET``, tokens.py) every page and websocket needs a token that
 opens the room for the role: listener for ``/room`` and ``/ws``, speaker for ``/speak``, admin
-for ``/`` and ``/api/rooms``. The token comes as ``?token=`` (or ``Authorization: Bearer``);
-a websocket without one in its URL must send ``{"type": "auth", "token": ...}`` first (what
-the page does, so the token is in no URL the server logs). A page is refused with a 401 page
+for ``/``, ``/api/rooms`` and the operator view. The token comes as ``?token=`` (or
+``Authorization: Bearer``; the operator view's POSTs take it in that header only, what its
+page's script sends, with a JSON body: no cookie is involved and no other site's form can
+make one); a websocket without one in its URL must send ``{"type": "auth", "token": ...}``
+first (what the page does, so the token is in no URL the server logs). A page is refused with a 401 page
 saying why (missing, invalid, expired, wrong room, wrong role), a websocket closed with code
 4401 and the reason.
 
@@ -30,6 +38,7 @@ import asyncio
 import contextlib
 import html
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -49,9 +58,19 @@ from bus.logs import get_logger
 from bus.registry import Registry
 from bus.settings import BusSettings
 from bus.tasks import cancel_and_wait
+from player_agent.web.admin import AdminView
 from player_agent.web.feed import RoomFeed
 from player_agent.web.speak import LiveSpeaker, Speakers, parse_frame
-from player_agent.web.tokens import Role, TokenRefused, redact_server_logs, verify
+from player_agent.web.tokens import (
+    ANY_ROOM,
+    Role,
+    TokenRefused,
+    expiry_text,
+    mint,
+    parse_ttl,
+    redact_server_logs,
+    verify,
+)
 
 log = get_logger("player.web")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -79,9 +98,11 @@ class MissingLang(BadRequest):
 
 
 def token_of(request: Request | WebSocket) -> str | None:
-    token = request.query_params.get("token")
-    if token:
-        return token
+    return request.query_params.get("token") or bearer_of(request)
+
+
+def bearer_of(request: Request | WebSocket) -> str | None:
+    """The token of an ``Authorization: Bearer`` header."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return None
@@ -144,6 +165,8 @@ def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float
         app.state.redis = await connect(settings, wait_s=settings.redis_wait_s)
         app.state.registry = Registry(app.state.redis, settings.keys)
         app.state.speakers = Speakers(settings, app.state.redis, grace_s=speaker_grace_s)
+        app.state.admin = AdminView(app.state.redis, settings.keys,
+                                    lease_ttl_s=settings.lease_ttl_ms / 1000)
         try:
             yield
         finally:
@@ -191,6 +214,87 @@ def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float
             return JSONResponse({"error": "unauthorized"}, 401,
                                 headers={"WWW-Authenticate": 'Bearer realm="s2st"'})
         return JSONResponse({"rooms": await _rooms(request.app.state.registry)})
+
+    def admin_refused(request: Request, *, header_only: bool = False) -> Response | None:
+        """None if the request holds an admin token (always, without a secret); else a 401
+        with the reason as JSON. ``header_only``: the token must be a Bearer header."""
+        if secret is None:
+            return None
+        try:
+            verify(secret, bearer_of(request) if header_only else token_of(request),
+                   ANY_ROOM, "admin")
+        except TokenRefused as exc:
+            return JSONResponse({"error": exc.reason, "message": exc.message}, 401,
+                                headers={"WWW-Authenticate": 'Bearer realm="s2st"',
+                                         **PAGE_HEADERS})
+        return None
+
+    async def admin_page(request: Request) -> Response:
+        if (refused := refusal(request, ANY_ROOM, "admin")) is not None:
+            return refused
+        return FileResponse(STATIC / "admin.html", headers=PAGE_HEADERS)
+
+    async def admin_overview(request: Request) -> Response:
+        if (refused := admin_refused(request)) is not None:
+            return refused
+        return JSONResponse(await request.app.state.admin.overview(), headers=PAGE_HEADERS)
+
+    async def admin_create_room(request: Request) -> Response:
+        if (refused := admin_refused(request, header_only=True)) is not None:
+            return refused
+        try:
+            body = await json_body(request)
+            room = check_id(str(body.get("room") or ""), "room id")
+            langs = body.get("langs") or []
+            if isinstance(langs, str):
+                langs = [x for x in langs.replace(" ", ",").split(",") if x]
+            if not isinstance(langs, list):
+                raise BadRequest(400, "langs: a list of language codes, or a text like es,ca")
+            langs = [check_lang(str(lang)) for lang in langs]
+        except BadRequest as exc:
+            return JSONResponse({"error": exc.message}, exc.status)
+        except InvalidId as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        registry: Registry = request.app.state.registry
+        existed = await registry.room_exists(room)
+        await registry.create_room(room, langs)
+        request.app.state.admin.invalidate()
+        log.info("room created from the operator view", room=room, langs=",".join(langs),
+                 existed=existed)
+        return JSONResponse({"room": room, "targets": await registry.room_targets(room),
+                             "created": not existed}, 200 if existed else 201)
+
+    async def admin_issue_token(request: Request) -> Response:
+        if (refused := admin_refused(request, header_only=True)) is not None:
+            return refused
+        if secret is None:
+            return JSONResponse({"error": "this server runs without S2ST_WEB_SECRET: it "
+                                 "checks no tokens and cannot sign any"}, 409)
+        try:
+            body = await json_body(request)
+            room = check_id(str(body.get("room") or ""), "room id")
+            role = body.get("role", "listener")
+            if role not in ("listener", "speaker"):
+                raise BadRequest(400, "role: listener or speaker (admin links are made with "
+                                 "`s2st room token --role admin`)")
+            ttl_s = parse_ttl(str(body.get("ttl") or "8h"))
+            lang = check_lang(str(body["lang"])) if body.get("lang") else None
+            if not await request.app.state.registry.room_exists(room):
+                raise BadRequest(404, f"no room {room!r}: create it first")
+        except BadRequest as exc:
+            return JSONResponse({"error": exc.message}, exc.status)
+        except ValueError as exc:  # (InvalidId is one)
+            return JSONResponse({"error": str(exc)}, 400)
+        from ops.commands import room_link
+
+        token, grant = mint(secret, room, role, ttl_s)
+        base = os.environ.get("S2ST_WEB_URL") or str(request.base_url)
+        log.info("token issued from the operator view", room=room, role=role,
+                 token_id=grant.token_id, expires=expiry_text(grant))
+        return JSONResponse({"link": room_link(base, room, role, token, lang), "room": room,
+                             "role": role, "expires": grant.expires,
+                             "expires_text": expiry_text(grant), "token_id": grant.token_id},
+                            201, headers=PAGE_HEADERS)
 
     def checked_room_id(request: Request) -> str:
         room: str = request.path_params["room"]
@@ -319,6 +423,10 @@ def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float
         Route("/", index),
         Route("/api/rooms", api_rooms),
         Route("/healthz", healthz),
+        Route("/admin", admin_page),
+        Route("/api/admin/overview", admin_overview),
+        Route("/api/admin/rooms", admin_create_room, methods=["POST"]),
+        Route("/api/admin/tokens", admin_issue_token, methods=["POST"]),
         Route("/room/{room}", room_page),
         Route("/room/{room}/speak", speak_page),
         WebSocketRoute("/ws/{room}", feed),
@@ -339,6 +447,19 @@ async def _rooms(registry: Registry) -> list[dict[str, Any]]:
         out.append({"room": room, "targets": await registry.room_targets(room),
                     "active_sessions": sum(1 for s in sessions if s.active)})
     return out
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """A POST's JSON object body (Content-Type application/json: no form can send one)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise BadRequest(415, "send a JSON body (Content-Type: application/json)")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest(400, "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest(400, "the body must be a JSON object")
+    return body
 
 
 async def first_message(ws: WebSocket) -> dict[str, Any]:

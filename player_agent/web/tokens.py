@@ -141,12 +141,13 @@ def verify(secret: bytes, token: str | None, room: str, need: Role, *,
     if (time.time() if now is None else now) >= grant.expires:
         raise TokenRefused("expired", f"This access token expired at {expiry_text(grant)}: "
                            "ask the organizer for a new link.")
-    if grant.role != "admin" and grant.room != room:
-        raise TokenRefused("room", f"This access token is for room {grant.room!r}, not "
-                           f"{room!r}.")
+    # the role first: a room token on an admin page (room ``*``) is told it is no admin's
     if need not in GRANTS[grant.role]:
         raise TokenRefused("role", f"A {grant.role} token does not let you {_VERB[need]}: ask "
                            f"the organizer for {'an' if need == 'admin' else 'a'} {need} link.")
+    if grant.role != "admin" and grant.room != room:
+        raise TokenRefused("room", f"This access token is for room {grant.room!r}, not "
+                           f"{room!r}.")
     return grant
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -197,6 +198,70 @@ def test_web_user_runs_browser_speakers_in_any_room(acl_redis: AclRedis) -> None
     _denied(w.hgetall, "s2st:{r1}:progress")
     _denied(w.delete, "s2st:{r1}:audio:web-1")
     assert w.xrange("s2st:{r1}:transcript:none") == []  # what the pages read
+
+
+def test_web_user_reads_the_operator_view(acl_redis: AclRedis) -> None:
+    """`s2st web`'s operator view as `web` (player_agent/web/admin.py: `s2st status`'s
+    collection with its SCAN, XINFO GROUPS, leases, worker sets and health records; the
+    speech streams' latency; the dead letters) and its room creation: no refused command.
+    Of a stream it may not read it learns the length and the groups, not the entries."""
+    from bus.connection import connect
+    from bus.events import DeadLetter, Speech
+    from bus.keys import Partition
+    from bus.settings import BusSettings
+    from bus.testing import make_chunk
+    from player_agent.web.admin import AdminView
+
+    admin = acl_redis.client("admin")
+    admin.acl_log_reset()
+    part = Partition("ov1", "s1")
+    audio = K.stream("audio", part)
+
+    async def overview() -> dict[str, Any]:
+        boss = await connect(BusSettings(redis_url=acl_redis.url("admin"), log_level="warning"))
+        web = await connect(BusSettings(redis_url=acl_redis.url("web"), log_level="warning"))
+        try:
+            await Registry(boss, K).register_session("ov1", "s1", "en", "Ada")
+            for seq in range(3):
+                await boss.xadd(audio, make_chunk("ov1", "s1", seq).to_fields())
+            await boss.xgroup_create(audio, "asr", id="0")
+            await boss.set(K.lease("asr", "audio", part), "w-asr", px=10_000)
+            await boss.zadd(K.workers("asr"), {"w-asr": time.time()})
+            await boss.hset(K.health("asr"), "w-asr", json.dumps({"unavailable": {"m": "x"}}))
+            await boss.xadd(K.deadletter("ov1"), DeadLetter(
+                stage="asr", worker="w-asr", stream=audio, entry_id="1-0", error="malformed: x",
+                attempts=1, failed_at=time.time(), session="s1").to_fields())
+            t = time.time()
+            await boss.xadd(K.room_stream("speech", "ov1", "es"), Speech(
+                room="ov1", session="s1", seq=0, part=0, last=True, lang="es", src_seq=0,
+                text="hola", rate=16000, samples=0, duration=0, capture_start=t - 2,
+                capture_end=t - 1).to_fields())
+            view = await AdminView(web, K).overview()
+            await Registry(web, K).create_room("ov2", ["fr"])
+            return view
+        finally:
+            await boss.aclose()
+            await web.aclose()
+
+    view = asyncio.run(overview())
+    assert not _acl_log(admin, "web"), _acl_log(admin, "web")
+    stages = view["stages"]
+    assert stages["asr"]["lag"] == 3 and stages["asr"]["pending"] == 0
+    assert stages["asr"]["workers"][0]["health"] == {"unavailable": {"m": "x"}}
+    assert view["dead_letters"]["by"] == [{"stage": "asr", "reason": "malformed", "count": 1}]
+    [room] = [r for r in view["rooms"] if r["room"] == "ov1"]
+    assert view["latency"]["segments"] == 1 and room["sessions"][0]["speaker"] == "Ada"
+    assert admin.zrange(K.targets("ov2"), 0, -1) == [b"fr"] and admin.sismember(K.rooms, "ov2")
+    w = acl_redis.client("web")
+    _denied(w.xrange, audio)  # the speakers' audio: its length and groups only
+    _denied(w.xrange, K.deadletter("ov1"))  # the dead letters: the latest, backwards
+    _denied(w.xpending, audio, "asr")
+    _denied(w.xinfo_consumers, audio, "asr")
+    _denied(w.xgroup_create, K.stream("audio", Partition("ov1", "s2")), "asr", mkstream=True)
+    _denied(w.set, K.lease("asr", "audio", part), "me")
+    _denied(w.zadd, K.workers("asr"), {"me": 1})
+    _denied(w.hset, K.health("asr"), "me", "{}")
+    _denied(w.xadd, K.deadletter("ov1"), {"x": "1"})
 
 
 def test_player_reads_and_only_registers_its_language(acl_redis: AclRedis) -> None:

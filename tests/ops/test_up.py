@@ -140,20 +140,21 @@ def test_web_pages_come_up_with_the_stack(tmp_path: Path, prefix: str, local_url
         # the links it prints carry tokens signed with a secret made for this run
         listener = re.search(r"web:     (http://127\.0\.0\.1:\d+/room/demo\?lang=es&token=\S+)",
                              out.text())
-        admin = re.search(r"every room: (http://\S+/\?token=[^\s;]+)", out.text())
+        admin = re.search(r"operator view: (http://\S+/admin\?token=[^\s;]+)", out.text())
         assert listener and admin, out.text()
         children = descendants(proc.pid)
         deadline, page = time.monotonic() + 30, ""
         while not page:
             try:
-                with urllib.request.urlopen(admin.group(1).replace("/?", "/api/rooms?"),
+                with urllib.request.urlopen(admin.group(1).replace("/admin?", "/api/admin/overview?"),
                                             timeout=2) as reply:
                     assert reply.status == 200
                     page = reply.read().decode()
             except OSError:
                 assert time.monotonic() < deadline, "the web server did not answer"
                 time.sleep(0.2)
-        assert "demo" in page  # the room the stack created, as the web server sees it
+        # the room the stack created, as the operator view sees it
+        assert "demo" in [r["room"] for r in json.loads(page)["rooms"]]
         with urllib.request.urlopen(listener.group(1), timeout=5) as reply:
             assert reply.status == 200 and "room.js" in reply.read().decode()
         speaker = re.search(r"speak:   (http://127\.0\.0\.1:\d+/room/demo/speak\?token=\S+)",

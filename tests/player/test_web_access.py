@@ -142,7 +142,7 @@ def test_room_token_command_prints_a_signed_link(monkeypatch: pytest.MonkeyPatch
     assert verify(SECRET, link.split("token=")[1], "conf1", "speaker").role == "speaker"
     assert s2st_main(["room", "token", "--role", "admin"]) == 0
     link = capsys.readouterr().out.strip()
-    assert link.startswith("http://127.0.0.1:8080/?token=")
+    assert link.startswith("http://127.0.0.1:8080/admin?token=")
     assert verify(SECRET, link.split("token=")[1], "any", "admin").room == "*"
     for argv, message in ((["conf1", "--ttl", "soon"], "--ttl"),
                           (["--role", "listener"], "a room id is required"),
