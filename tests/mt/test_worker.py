@@ -22,7 +22,7 @@ import redis
 from prometheus_client import REGISTRY
 
 from bus.events import ControlEvent, Event, Transcript, Translation, decode_event
-from bus.harness import run_stage
+from bus.harness import HarnessResult, run_on_redis, run_stage
 from bus.keys import Keys, Partition
 from bus.registry import Registry
 from bus.runtime import Worker
@@ -410,10 +410,21 @@ async def test_a_worker_that_loses_its_lease_resumes_exactly(
 # --- bad input ------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["memory", "redis"])
+def on(request: pytest.FixtureRequest, router: Router) -> Callable[..., Awaitable[HarnessResult]]:
+    """One MT stage run over given entries: in memory (bus.harness.run_stage), or through a
+    real Worker on the local Redis (run_on_redis); both give a HarnessResult."""
+    if request.param == "memory":
+        return lambda entries, langs: run_stage(MTStage(MT, router=router), entries, langs=langs)
+    settings = request.getfixturevalue("settings")
+    return lambda entries, langs: run_on_redis(MTStage(MT, router=router), entries, settings,
+                                               langs=langs)
+
+
 async def test_bad_transcripts_are_dead_lettered_and_unsupported_targets_skipped(
-    router: Router, fleurs: list[Transcript]
+    on: Callable[..., Awaitable[HarnessResult]], fleurs: list[Transcript]
 ) -> None:
-    """Handler behaviour, in memory (bus.harness): Reject and undecodable entries."""
+    """Reject and undecodable entries; the same body in memory and on the real bus."""
     good = [e for e in fleurs if e.utterance < 2]
     huge = good[3].model_copy(update={"seq": 0, "text": "word " * 5000})
     empty = good[3].model_copy(update={"seq": 0, "text": "   "})
@@ -422,7 +433,7 @@ async def test_bad_transcripts_are_dead_lettered_and_unsupported_targets_skipped
     bad_kind = {**stream[4].to_fields(), "kind": "final"}
     entries = [*stream[:4], bad_kind, *stream[4:], end_marker(ROOM, SESSION, seq=stream[-1].seq + 1)]
     # Apertium has no en-de here
-    result = await run_stage(MTStage(MT, router=router), entries, langs=["es", "de"])
+    result = await on(entries, ["es", "de"])
 
     dead = result.dead
     assert len(dead) == 2
