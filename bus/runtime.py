@@ -43,7 +43,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from bus import clock
 from bus.connection import AnyRedis, connect
-from bus.events import DeadLetter, MalformedEvent, decode_event
+from bus.events import DeadLetter, Event, MalformedEvent, decode_event
 from bus.keys import BELL_MAXLEN, Keys, Partition
 from bus.logs import get_logger
 from bus.metrics import LAG, LOOP_ERRORS, PENDING, SESSIONS_EXPIRED, serve_metrics
@@ -643,17 +643,12 @@ class Worker:
                 mw.on_trimmed(self.group, part, entry.entry_id)
             self._commit_q.put_nowait(_CommitItem(owned, entry.entry_id, []))
             return
-        size = sum(map(len, entry.fields))
-        if size > self.settings.max_event_bytes:
-            await self._dead_letter(
-                owned, entry, f"oversized: {size} bytes, more than S2ST_MAX_EVENT_BYTES "
-                f"({self.settings.max_event_bytes})", "oversized")
+        too_big = oversized(entry.fields, self.settings.max_event_bytes)
+        if too_big:
+            await self._dead_letter(owned, entry, too_big, "oversized")
             return
         try:
-            event = decode_event(entry.fields)
-            if event.room != part.room or event.session != part.session:
-                raise MalformedEvent(
-                    f"entry belongs to {event.room}/{event.session}, not to stream {part}")
+            event = decode_entry(entry.fields, part)
         except (MalformedEvent, ValueError) as exc:
             await self._dead_letter(owned, entry, f"malformed: {exc}", "malformed")
             return
@@ -754,16 +749,10 @@ class Worker:
 
     async def _dead_letter(self, owned: _Owned, entry: _Entry, error: str, reason: str,
                            attempts: int | None = None) -> None:
-        flat = entry.fields or []
-        raw = {(_s(k)): (v if isinstance(v, bytes) else str(v).encode())
-               for k, v in zip(flat[::2], flat[1::2], strict=False)}
-        if reason == "oversized":  # keep what says what it was, not the bulk
-            raw = {k: v[:_KEPT_OF_OVERSIZED] for k, v in raw.items()}
-        dead = DeadLetter(
+        dead = dead_letter_for(
             stage=self.group, worker=self.worker_id, stream=owned.key, entry_id=entry.entry_id,
-            error=error[:2000], attempts=entry.attempts if attempts is None else attempts,
-            failed_at=clock.now(), session=owned.part.session, original=raw,
-        )
+            fields=entry.fields or [], error=error, reason=reason,
+            attempts=entry.attempts if attempts is None else attempts, session=owned.part.session)
         for mw in self.middleware:
             mw.on_dead_letter(self.group, owned.part, entry.entry_id, error, reason)
         self._commit_q.put_nowait(_CommitItem(owned, entry.entry_id, [], dead=dead))
@@ -1181,6 +1170,40 @@ class Worker:
                         pending += int(g.get("pending") or 0)
             LAG.labels(self.group).set(lag)
             PENDING.labels(self.group).set(pending)
+
+
+# -- one entry, without I/O (shared with bus.harness) ------------------------------------
+
+
+def oversized(fields: list[Any], max_bytes: int) -> str | None:
+    """The error for an entry whose fields are larger than ``max_bytes``, else None."""
+    size = sum(map(len, fields))
+    if size > max_bytes:
+        return f"oversized: {size} bytes, more than S2ST_MAX_EVENT_BYTES ({max_bytes})"
+    return None
+
+
+def decode_entry(fields: list[Any], part: Partition) -> Event:
+    """The event of an input entry of stream ``part``; MalformedEvent (a ValueError) if it
+    does not decode or belongs to another session."""
+    event = decode_event(fields)
+    if event.room != part.room or event.session != part.session:
+        raise MalformedEvent(
+            f"entry belongs to {event.room}/{event.session}, not to stream {part}")
+    return event
+
+
+def dead_letter_for(*, stage: str, worker: str, stream: str, entry_id: str, fields: list[Any],
+                    error: str, reason: str, attempts: int, session: str) -> DeadLetter:
+    """The dead letter of an input entry given up for ``reason`` (its original fields kept,
+    cut to 1 kB each when it was oversized)."""
+    raw = {(_s(k)): (v if isinstance(v, bytes) else str(v).encode())
+           for k, v in zip(fields[::2], fields[1::2], strict=False)}
+    if reason == "oversized":  # keep what says what it was, not the bulk
+        raw = {k: v[:_KEPT_OF_OVERSIZED] for k, v in raw.items()}
+    return DeadLetter(stage=stage, worker=worker, stream=stream, entry_id=entry_id,
+                      error=error[:2000], attempts=attempts, failed_at=clock.now(),
+                      session=session, original=raw)
 
 
 def _freeze_startup_objects() -> None:

@@ -1,5 +1,6 @@
-"""The MT stage on the real bus (local Redis) with real Apertium: rooms, takeover, bad input,
-model backends and the `s2st mt` command."""
+"""The MT stage with real Apertium: its handler in memory (bus.harness: what it writes for a
+session, bad input) and on the real bus (local Redis: rooms, listeners joining, takeover,
+model backends and the `s2st mt` command)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from bus.events import ControlEvent, Event, Transcript, Translation, decode, decode_event
+from bus.events import ControlEvent, Event, Transcript, Translation, decode_event
+from bus.harness import HarnessResult, run_on_redis, run_stage
 from bus.keys import Keys, Partition
 from bus.registry import Registry
 from bus.runtime import Worker
@@ -202,18 +204,15 @@ def assert_covers_once(translations: list[Translation], pieces: list[Transcript]
 # --- one room --------------------------------------------------------------------------------------
 
 
-async def test_room_with_spanish_and_catalan_listeners(
-    settings: BusSettings, client: Any, workers: Workers, router: Router, fleurs: list[Transcript]
-) -> None:
-    keys = settings.keys
-    await open_room(client, keys, ["es", "ca"])
-    worker = await workers.start()
-    await produce(client, keys, fleurs, end=True)
-    await wait_for(ended(client, keys, ["es", "ca"]))
-
+async def test_room_with_spanish_and_catalan_listeners(router: Router, fleurs: list[Transcript]) -> None:
+    """Handler behaviour, in memory (bus.harness): what the stage writes for a session."""
+    stage = MTStage(MT, router=router)
+    result = await run_stage(stage, [*fleurs, end_marker(ROOM, SESSION, seq=fleurs[-1].seq + 1)],
+                             langs=["es", "ca"], worker_id="mt-1")
+    assert not result.dead and result.finished
     expected = reference(router, fleurs, ["es", "ca"])
     for lang in ("es", "ca"):
-        got = await read(client, keys, lang)
+        got = result.stream("translation", lang)
         translations = committed(got)
         assert summary(got) == expected[lang] and len(translations) >= 5
         assert len(got) == len(translations) + 1  # and the end marker, last
@@ -228,8 +227,9 @@ async def test_room_with_spanish_and_catalan_listeners(
             piece = fleurs[t.src_seq]
             assert t.sample_end <= piece.sample_end and t.utterance == piece.utterance
             assert [h.stage for h in t.trace] == ["asr", "mt"]
-            assert t.trace[-1].worker == worker.worker_id and t.trace[-1].t_out >= t.trace[-1].t_in
-    es, ca = committed(await read(client, keys, "es")), committed(await read(client, keys, "ca"))
+            assert t.trace[-1].worker == "mt-1" and t.trace[-1].t_out >= t.trace[-1].t_in
+    es = committed(result.stream("translation", "es"))
+    ca = committed(result.stream("translation", "ca"))
     assert [t.source_text for t in es] == [t.source_text for t in ca]
     assert router.translate(es[0].source_text, "en", "es").text == es[0].text
 
@@ -410,33 +410,41 @@ async def test_a_worker_that_loses_its_lease_resumes_exactly(
 # --- bad input ------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["memory", "redis"])
+def on(request: pytest.FixtureRequest, router: Router) -> Callable[..., Awaitable[HarnessResult]]:
+    """One MT stage run over given entries: in memory (bus.harness.run_stage), or through a
+    real Worker on the local Redis (run_on_redis); both give a HarnessResult."""
+    if request.param == "memory":
+        return lambda entries, langs: run_stage(MTStage(MT, router=router), entries, langs=langs)
+    settings = request.getfixturevalue("settings")
+    return lambda entries, langs: run_on_redis(MTStage(MT, router=router), entries, settings,
+                                               langs=langs)
+
+
 async def test_bad_transcripts_are_dead_lettered_and_unsupported_targets_skipped(
-    settings: BusSettings, client: Any, workers: Workers, fleurs: list[Transcript]
+    on: Callable[..., Awaitable[HarnessResult]], fleurs: list[Transcript]
 ) -> None:
-    keys = settings.keys
-    await open_room(client, keys, ["es", "de"])  # Apertium has no en-de here
+    """Reject and undecodable entries; the same body in memory and on the real bus."""
     good = [e for e in fleurs if e.utterance < 2]
     huge = good[3].model_copy(update={"seq": 0, "text": "word " * 5000})
     empty = good[3].model_copy(update={"seq": 0, "text": "   "})
     stream = [*good[:3], huge, empty, *good[3:]]
     stream = [e.model_copy(update={"seq": i}) for i, e in enumerate(stream)]
-    await workers.start()
-    await produce(client, keys, stream[:4])
     bad_kind = {**stream[4].to_fields(), "kind": "final"}
-    await client.xadd(keys.stream("transcript", PART), bad_kind)
-    await produce(client, keys, stream[4:], end=True)
-    await wait_for(ended(client, keys, ["es", "de"]))
+    entries = [*stream[:4], bad_kind, *stream[4:], end_marker(ROOM, SESSION, seq=stream[-1].seq + 1)]
+    # Apertium has no en-de here
+    result = await on(entries, ["es", "de"])
 
-    dead = [decode(f) for _id, f in await client.xrange(keys.deadletter(ROOM))]
+    dead = result.dead
     assert len(dead) == 2
     assert dead[0].error.startswith("rejected: transcript of 5000 words is over the limit")
     assert dead[0].stage == "mt" and dead[0].attempts == 1
     assert dead[1].error.startswith("malformed") and "kind" in dead[1].error
-    es = committed(await read(client, keys, "es"))
+    es = committed(result.stream("translation", "es"))
     pieces = [e for e in stream if e is not stream[3]]
     assert " ".join(t.source_text for t in es).split() == " ".join(p.text for p in pieces).split()
     assert es[-1].src_seq == stream[-1].seq
-    de = await read(client, keys, "de")
+    de = result.stream("translation", "de")
     assert len(de) == 1 and isinstance(de[0], ControlEvent)  # only the end marker
 
 

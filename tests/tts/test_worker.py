@@ -1,4 +1,5 @@
-"""The TTS worker on the real bus: real Redis, real voices, real text.
+"""The TTS worker on the real bus: real Redis, real voices, real text (and its handler in
+memory, with bus.harness, where a test is about what it writes rather than the bus).
 
 Spanish: the FLORES reference translations of FLEURS clips (Kokoro); English: LJ Speech
 transcripts (Piper); espeak-ng where a test is about the bus rather than the voice.
@@ -18,9 +19,10 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from bus.events import ControlEvent, DeadLetter, Hop, Speech, Translation, decode, decode_event
+from bus.events import ControlEvent, Hop, Speech, Translation, decode_event
+from bus.harness import run_stage
 from bus.keys import Partition
-from bus.registry import Registry
+from bus.registry import Registry, SessionInfo
 from bus.settings import BusSettings
 from bus.testing import run_worker
 from workers.tts.audio import gated_rms_dbfs, to_float
@@ -371,27 +373,24 @@ async def test_two_languages_of_a_session_are_two_streams(
     check_room_stream(en, english, "espeak")
 
 
-async def test_unspeakable_input_is_dead_lettered_and_the_session_goes_on(
-    bus_settings: BusSettings, bus_client: Any, piper: Any,
-) -> None:
+async def test_unspeakable_input_is_dead_lettered_and_the_session_goes_on(piper: Any) -> None:
+    """Handler behaviour, in memory (bus.harness): one run per language stream."""
     # Spanish has no voice here (Piper speaks English only, no fallback)
     stage = TTSStage(engine("*=piper", fallback="", piper=piper), warm_langs=["en"])
-    await open_room(bus_client, bus_settings, ["es", "en"])
-    async with run_worker(stage, bus_settings):
-        await send(bus_client, bus_settings, "es", [
-            translation(1, "es", "Hola a todos."), end_of()])
-        await send(bus_client, bus_settings, "en", [
-            translation(1, "es", "Hola."),  # in the wrong language's stream
-            translation(2, "en", "   \u200b 🙂 "),  # nothing speakable: acked, no output
-            translation(3, "en", "Good morning."), end_of()])
-        es = await until_ended(bus_client, bus_settings, "es")
-        en = await until_ended(bus_client, bus_settings, "en")
-    assert [type(e).__name__ for e in es] == ["ControlEvent"]
-    assert sorted(segments(en)) == [3]
-    dead = [decode(f) for _id, f in
-            await bus_client.xrange(bus_settings.keys.deadletter(ROOM))]
-    assert all(isinstance(d, DeadLetter) and d.stage == "tts" for d in dead)
-    errors = sorted(d.error for d in dead if isinstance(d, DeadLetter))
+    info = SessionInfo(room=ROOM, session=SESSION, source_lang="en", speaker=SPEAKER)
+    await stage.setup()
+    es = await run_stage(stage, [translation(1, "es", "Hola a todos."), end_of()],
+                         session=info, lang="es", langs=["es", "en"], setup=False)
+    en = await run_stage(stage, [
+        translation(1, "es", "Hola."),  # in the wrong language's stream
+        translation(2, "en", "   \u200b 🙂 "),  # nothing speakable: acked, no output
+        translation(3, "en", "Good morning."), end_of()],
+        session=info, lang="en", langs=["es", "en"], setup=False)
+    assert [type(e).__name__ for e in es.room_stream("speech", "es")] == ["ControlEvent"]
+    assert sorted(segments(en.room_stream("speech", "en"))) == [3]
+    dead = es.dead + en.dead
+    assert all(d.stage == "tts" and d.attempts == 1 for d in dead)
+    errors = sorted(d.error for d in dead)
     assert len(errors) == 2 and all(e.startswith("rejected:") for e in errors), errors
     assert any("no TTS backend speaks 'es'" in e for e in errors)
     assert any("'es' translation in the 'en' stream" in e for e in errors)
