@@ -210,9 +210,8 @@ def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float
                             headers=PAGE_HEADERS)
 
     async def api_rooms(request: Request) -> Response:
-        if refusal(request, "*", "admin") is not None:
-            return JSONResponse({"error": "unauthorized"}, 401,
-                                headers={"WWW-Authenticate": 'Bearer realm="s2st"'})
+        if (refused := admin_refused(request)) is not None:
+            return refused
         return JSONResponse({"rooms": await _rooms(request.app.state.registry)})
 
     def admin_refused(request: Request, *, header_only: bool = False) -> Response | None:
