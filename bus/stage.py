@@ -2,8 +2,9 @@
 
 A :class:`Stage` names its consumer group, the stream family it reads (one
 stream per session, or per session and language) and handles one entry at a
-time per stream, in order, returning the events to write.  The runtime does
-the rest: ownership, recovery, atomic hand-off, retries, dead letters,
+time per stream, in order, returning the events to write: its ``handle``
+forwards end markers, ignores other control events and passes the data events
+it ``accepts`` to ``on_event``.  The runtime does the rest: ownership, recovery, atomic hand-off, retries, dead letters,
 trimming, metrics.
 """
 
@@ -37,8 +38,8 @@ class Emit:
 
 
 class Reject(Exception):
-    """Raise from ``handle`` (or ``on_event``) for input that can never succeed (bad text, unsupported
-    language pair): the entry is dead-lettered at once instead of being retried."""
+    """Raise from ``handle`` (or ``on_event``) for input that can never succeed (bad text,
+    unsupported language pair): the entry is dead-lettered at once instead of being retried."""
 
 
 @dataclass
@@ -267,4 +268,3 @@ class Stage:
         (``P:health:<stage>``) and `s2st status` shows it. Called on the event loop: keep
         it cheap."""
         return {}
-
