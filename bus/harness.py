@@ -35,6 +35,7 @@ from bus.registry import SessionInfo
 from bus.runtime import dead_letter_for, decode_entry, oversized
 from bus.settings import BusSettings
 from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
+from bus.topology import Topology
 
 # What run_stage takes as an input entry: an event, or raw stream fields (to test bad input).
 Entry = Event | Mapping[str, Any]
@@ -193,6 +194,7 @@ async def run_stage(
     worker_id: str = "harness",
     setup: bool = True,
     ticks: int = 0,
+    topology: Topology | None = None,
 ) -> HarnessResult:
     """Hand ``events`` (one stream: a session, or a session and ``lang``) to ``stage`` in order
     and return what it wrote.
@@ -202,6 +204,7 @@ async def run_stage(
     ``ctx.more_pending`` is true while more of ``events`` follow (they were all written
     before the stage read them, as one read). ``ticks``: call ``on_tick`` this many times
     after the last event. ``setup=False`` skips ``setup``/``teardown`` (a stage built ready).
+    ``topology``: check the stage's writes against it, as the workers do (bus/topology.py).
     """
     entries = list(events)
     first = next((e for e in entries if isinstance(e, Event)), None)
@@ -217,7 +220,7 @@ async def run_stage(
     ctx = PartitionContext(
         stage=stage.name, worker_id=worker_id, family=stage.input_family, partition=part,
         keys=keys, client=client if client is not None else fake_client(), session=info,
-        targets=list(langs))
+        targets=list(langs), topology=topology)
     result = HarnessResult(keys, part)
     run = _Run(stage, ctx, settings, result, worker_id)
 
