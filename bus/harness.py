@@ -263,12 +263,14 @@ async def run_on_redis(
     langs: Iterable[str] = (),
     source_lang: str = "en",
     timeout_s: float = 30.0,
+    topology: Topology | None = None,
 ) -> HarnessResult:
     """The other backend of :func:`run_stage`: the same events through a real
     :class:`~bus.runtime.Worker` on the Redis of ``settings`` (use a scratch ``key_prefix``:
     everything under it is deleted afterwards). The session is registered (its room with
     ``langs`` as targets), the events written to its input stream, and the worker runs until
-    its group has acknowledged them all; every stream of the room it wrote is collected."""
+    its group has acknowledged them all; every stream of the room it wrote is collected.
+    ``topology``: the worker checks the stage's writes against it."""
     from bus.registry import Registry
     from bus.testing import run_worker, scratch_client
 
@@ -296,7 +298,7 @@ async def run_on_redis(
                        and _text(g["last-delivered-id"]) == last
                        for g in await client.xinfo_groups(key))
 
-        async with run_worker(stage, settings):
+        async with run_worker(stage, settings, topology=topology):
             async with asyncio.timeout(timeout_s):
                 while not await consumed():
                     await asyncio.sleep(0.05)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
 
 import pytest
 
 from bus.events import Hop, Transcript, Translation
-from bus.harness import HarnessResult, run_stage
+from bus.harness import HarnessResult, run_on_redis, run_stage
 from bus.registry import SessionInfo
+from bus.settings import BusSettings
 from bus.testing import end_marker
 from pipeline import PIPELINE
 
@@ -51,7 +53,9 @@ def transcript(seq: int, text: str, kind: str = "committed") -> Transcript:
         trace=[Hop(stage="asr", worker="asr-1", t_in=t + 1, t_out=t + 1.2)])
 
 
-async def test_mt_writes_only_its_declared_families() -> None:
+@pytest.mark.parametrize("on", ["memory", "redis"])
+async def test_mt_writes_only_its_declared_families(on: str) -> None:
+    """In memory (bus.harness) and through a real Worker on the local Redis."""
     if shutil.which("lt-proc") is None:
         pytest.skip("Apertium is not installed")
     from workers.mt.backends.apertium import ApertiumTranslator
@@ -67,8 +71,16 @@ async def test_mt_writes_only_its_declared_families() -> None:
                                                        caption_interval_s=0.0)), router=router)
         events = [transcript(0, "Good morning", "partial"), transcript(1, "Good morning to all."),
                   transcript(2, "The meeting starts now."), end_marker(ROOM, SESSION, seq=3)]
-        result = await run_stage(stage, events, langs=["es", "en"], topology=PIPELINE,
-                                 worker_id="mt-1")
+        if on == "memory":
+            result = await run_stage(stage, events, langs=["es", "en"], topology=PIPELINE,
+                                     worker_id="mt-1")
+        else:
+            settings = BusSettings(
+                redis_url="redis://127.0.0.1:6379/0", key_prefix="tpl" + uuid.uuid4().hex[:10],
+                lease_ttl_ms=1200, heartbeat_ms=300, discovery_ms=150, block_ms=50,
+                retry_backoff_ms=10, log_level="warning")
+            result = await run_on_redis(stage, events, settings, langs=["es", "en"],
+                                        topology=PIPELINE)
     finally:
         apertium.close()
     assert not result.dead and result.finished

@@ -3,9 +3,13 @@ the keys of its families, and the stage context refuses a family its stage does 
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from bus.harness import run_stage
+import pytest
+from bus_helpers import fast_settings
+
+from bus.harness import run_on_redis
+from bus.harness import run_stage as run_memory
 from bus.keys import Keys, Partition
 from bus.registry import SessionInfo
 from bus.stage import PartitionContext
@@ -135,13 +139,22 @@ def test_a_stage_may_ask_only_for_the_streams_it_writes() -> None:
     assert _ctx("viewer", None).stream("anything") == "P:{r1}:anything:s1"
 
 
-async def test_a_stage_writing_an_undeclared_family_gets_the_error() -> None:
-    """Through the harness as through a worker: the handler fails, its entries are
+@pytest.mark.parametrize("on", ["memory", "redis"])
+async def test_a_stage_writing_an_undeclared_family_gets_the_error(
+        on: str, request: pytest.FixtureRequest) -> None:
+    """In memory (bus.harness) as through a real Worker: the handler fails, its entries are
     dead-lettered with the error naming stage, family and what it may write."""
     t = Topology(stages=("source", "relay", "viewer"), families=(
         Family("audio", writer="source", readers=("relay",)),
         Family("declared", writer="relay", readers=("viewer",))))
     chunks = [make_chunk("r1", "s1", 0), end_marker("r1", "s1", seq=1)]
+
+    async def run_stage(stage: RelayStage, entries: list[Any], **kw: Any) -> Any:
+        if on == "memory":
+            return await run_memory(stage, entries, **kw)
+        return await run_on_redis(stage, entries, fast_settings(
+            request.getfixturevalue("local_redis"), max_attempts=1), **kw)
+
     good = await run_stage(RelayStage("relay", "audio", "declared"), chunks, topology=t)
     assert not good.dead and len(good.stream("declared")) == 2 and good.finished
     bad = await run_stage(RelayStage("relay", "audio", "relayed"), chunks, topology=t)
