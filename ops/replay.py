@@ -48,7 +48,7 @@ from bus.producer import Publisher
 from bus.registry import Registry, SessionInfo, session_record
 from bus.settings import BusSettings, add_bus_options
 from ops.runner import run_async
-from ops.session_read import Entry, parse_entry_id, read_all, translation_langs
+from ops.session_read import Entry, family_langs, parse_entry_id, read_all
 from pipeline import PIPELINE
 from player_agent.end_trace import has_end_marker
 
@@ -270,7 +270,7 @@ class Replay:
                 raise ReplayError(f"session {plan.room}/{plan.session} has no "
                                   f"{family.name} stream (expired or never written)")
             return {"": key}
-        langs = await translation_langs(self.r, self.keys, plan.room, plan.session)
+        langs = await family_langs(self.r, self.keys, family, plan.room, plan.session)
         if not langs:
             raise ReplayError(f"session {plan.room}/{plan.session} has no {family.name} streams")
         return {lang: family.key(self.keys, plan.room, plan.session, lang) for lang in langs}
@@ -383,8 +383,8 @@ async def outputs_not_ended(client: Any, keys: Keys, room: str, session: str,
     targets = await registry.room_targets(room)
     keys_needed: list[str] = []
     family = PIPELINE.input_of(stage)
-    langs = targets if not family.per_lang else await translation_langs(client, keys, room,
-                                                                         session)
+    langs = targets if not family.per_lang else await family_langs(client, keys, family, room,
+                                                                    session)
     for out in PIPELINE.downstream(family.name):
         keys_needed += out.keys_of(keys, room, session, targets if out.per_session else langs)
     return [key for key in keys_needed if not await has_end_marker(client, key, session)]
@@ -544,9 +544,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
                       "(are the workers of those stages running? s2st status)", file=sys.stderr)
                 return 1
             langs = await Registry(client, settings.keys).room_targets(result.room)
-            if PIPELINE.input_of(plan.stage).per_lang:
-                langs = await translation_langs(client, settings.keys, result.room,
-                                                result.session)
+            family = PIPELINE.input_of(plan.stage)
+            if family.per_lang:
+                langs = await family_langs(client, settings.keys, family, result.room,
+                                           result.session)
             for line in await compare(client, settings.keys, (plan.room, plan.session),
                                       (result.room, result.session), langs, plan.stage):
                 print(line)
