@@ -113,3 +113,11 @@ async def test_tts_writes_only_its_declared_families() -> None:
     assert not result.dead and result.finished
     assert families_written(result) == {f.name for f in PIPELINE.writes("tts")}
     assert len(result.room_stream("speech", "es")) >= 2  # speech and the end marker
+
+
+def test_the_end_trace_follows_the_pipeline() -> None:
+    from player_agent.end_trace import HOPS
+
+    assert [(f.name, group, writer) for f, group, writer in HOPS] == [
+        ("audio", "asr", "the capture agent"), ("transcript", "mt", "the asr stage"),
+        ("translation", "tts", "the mt stage"), ("speech", "", "the tts stage")]
