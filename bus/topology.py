@@ -4,7 +4,7 @@ A :class:`Topology` declares, once, the stream families of a pipeline (:class:`F
 per session or room-wide, per language or not, the event types it carries, its one
 writer and its readers) and the participants (``stages``: the session source that writes
 the first family, the consumer stages, and readers outside the bus runtime such as a
-player). Everything that walks the layout (ACL rules, replays, exports, views, feeds)
+web page). Everything that walks the layout (ACL rules, replays, exports, views, feeds)
 iterates over it instead of spelling family names, and the runtime refuses a stage that
 asks for a stream of a family the topology does not let it write.
 
