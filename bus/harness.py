@@ -206,6 +206,8 @@ async def run_stage(
     after the last event. ``setup=False`` skips ``setup``/``teardown`` (a stage built ready).
     ``topology``: check the stage's writes against it, as the workers do (bus/topology.py).
     """
+    if topology is not None:
+        topology.check_input(stage.name, stage.input_family, stage.per_lang)
     entries = list(events)
     first = next((e for e in entries if isinstance(e, Event)), None)
     room = room or (first.room if first else "room")

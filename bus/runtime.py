@@ -126,6 +126,8 @@ class Worker:
     ) -> None:
         self.stage = stage
         self.topology = topology  # the stage may write only its families (bus/topology.py)
+        if topology is not None:
+            topology.check_input(stage.name, stage.input_family, stage.per_lang)
         self.settings = settings or BusSettings()
         self.keys: Keys = self.settings.keys
         self.worker_id = self.settings.worker_id

@@ -229,6 +229,19 @@ class Topology:
             raise ValueError(f"stage {stage!r} asked for {asked} of {_describe(f)}")
         return f
 
+    def check_input(self, stage: str, family: str, per_lang: bool) -> Family:
+        """The family a consumer stage reads, or a ValueError if ``stage`` does not read
+        ``family`` (in that shape) per the topology: checked when a worker is built."""
+        f = next((f for f in self.reads(stage) if f.name == family), None)
+        if f is None:
+            what = ", ".join(_describe(f) for f in self.reads(stage)) or "nothing"
+            raise ValueError(f"stage {stage!r} may not read stream family {family!r}: per the "
+                             f"topology it reads {what}")
+        if not f.per_session or f.per_lang != per_lang:
+            raise ValueError(f"stage {stage!r} reads {_describe(f)} "
+                             f"{'per language' if per_lang else 'per session'}")
+        return f
+
     # -- keys ----------------------------------------------------------------------------
     def key(self, keys: Keys, family: str, room: str, session: str | None = None,
             lang: str | None = None) -> str:

@@ -111,6 +111,19 @@ def test_keys_of_each_shape() -> None:
         t.key(keys, "mid", "r1")
 
 
+def test_a_stage_reads_what_the_topology_says() -> None:
+    t = chain()
+    assert t.check_input("second", "mid", per_lang=False).name == "mid"
+    assert t.check_input("third", "out", per_lang=True).name == "out"
+    with pytest.raises(ValueError, match=r"stage 'second' may not read stream family 'in': "
+                                         r"per the topology it reads 'mid' \(per session\)"):
+        t.check_input("second", "in", per_lang=False)
+    with pytest.raises(ValueError, match=r"stage 'third' reads 'out' .* per session"):
+        t.check_input("third", "out", per_lang=False)
+    with pytest.raises(ValueError, match=r"'viewer' reads 'room' .*room-wide"):
+        t.check_input("viewer", "room", per_lang=True)
+
+
 # -- the stage context checks writes -----------------------------------------------------
 
 
@@ -158,6 +171,8 @@ async def test_a_stage_writing_an_undeclared_family_gets_the_error(
     good = await run_stage(RelayStage("relay", "audio", "declared"), chunks, topology=t)
     assert not good.dead and len(good.stream("declared")) == 2 and good.finished
     bad = await run_stage(RelayStage("relay", "audio", "relayed"), chunks, topology=t)
+    with pytest.raises(ValueError, match="stage 'relay' may not read stream family 'b2'"):
+        await run_stage(RelayStage("relay", "b2", "declared"), chunks, topology=t)
     assert not bad.emits and bad.dead
     assert all("stage 'relay' may not write stream family 'relayed'" in d.error
                and "'declared'" in d.error for d in bad.dead)
