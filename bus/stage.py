@@ -23,6 +23,7 @@ from bus.text import as_text
 
 if TYPE_CHECKING:
     from bus.registry import SessionInfo
+    from bus.topology import Topology
 
 E = TypeVar("E", bound=Event)
 
@@ -59,11 +60,16 @@ class Delivery:
 
 
 class PartitionContext:
-    """What a stage sees of one owned stream: names, session, per-stream state."""
+    """What a stage sees of one owned stream: names, session, per-stream state.
+
+    ``topology``: the pipeline's declared topology (:mod:`bus.topology`); with it,
+    :meth:`stream` and :meth:`room_stream` refuse (ValueError) a family the stage does not
+    write. None (bare bus tests, benches): no check."""
 
     def __init__(
         self, *, stage: str, worker_id: str, family: str, partition: Partition, keys: Keys,
         client: Any, session: SessionInfo, targets: list[str],
+        topology: Topology | None = None,
     ) -> None:
         self.stage = stage
         self.worker_id = worker_id
@@ -73,10 +79,12 @@ class PartitionContext:
         self.redis = client
         self.session = session
         self.targets = targets
+        self.topology = topology
         self.state: Any = None  # the stage's own per-stream state
         self.more_pending = False  # more entries of this stream are queued behind this one
         self._publish: Callable[[list[Emit]], Awaitable[bool]] | None = None
         self._streams: dict[tuple[str, str | None], str] = {}
+        self._room_streams: dict[tuple[str, str], str] = {}
 
     async def publish(self, emits: list[Emit]) -> bool:
         """Write ``emits`` now, before ``handle`` returns (e.g. the first piece of a long
@@ -91,16 +99,27 @@ class PartitionContext:
         return self.keys.stream(self.family, self.partition)
 
     def stream(self, family: str, lang: str | None = None) -> str:
-        """This session's stream of another family (optionally per language)."""
+        """This session's stream of another family (optionally per language): one this
+        stage writes, per the topology (if given)."""
         key = self._streams.get((family, lang))
         if key is None:  # checked and built once: stages ask for it per event
+            if self.topology is not None:
+                self.topology.check_write(self.stage, family, room_wide=False)
             p = self.partition
             key = self._streams[(family, lang)] = self.keys.stream(
                 family, Partition(p.room, p.session, lang))
         return key
 
     def room_stream(self, family: str, lang: str) -> str:
-        return self.keys.room_stream(family, self.partition.room, lang)
+        """The room's stream of ``family`` in ``lang`` (all sessions): one this stage
+        writes, per the topology (if given)."""
+        key = self._room_streams.get((family, lang))
+        if key is None:
+            if self.topology is not None:
+                self.topology.check_write(self.stage, family, room_wide=True)
+            key = self._room_streams[(family, lang)] = self.keys.room_stream(
+                family, self.partition.room, lang)
+        return key
 
     def derive(self, cls: type[E], source: Event, *, t_in: float, **fields: Any) -> E:
         """A new event of ``cls`` carrying ``source``'s session, capture times and trace,

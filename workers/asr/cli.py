@@ -64,6 +64,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
     from bus.runtime import Worker
     from bus.settings import BusSettings
     from ops.runner import run_async
+    from pipeline import PIPELINE
 
     from .models import ModelNotAvailable
     from .stage import ASRConfig, ASRStage
@@ -79,7 +80,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
 
     async def main(settings: BusSettings) -> int:
         try:
-            await Worker(ASRStage(config), settings).run(handle_signals=True)
+            await Worker(ASRStage(config), settings, topology=PIPELINE).run(handle_signals=True)
         except ModelNotAvailable as exc:
             print(f"s2st asr: {exc}", file=sys.stderr)
             return 2

@@ -99,6 +99,7 @@ def mt_settings_from_args(args: argparse.Namespace) -> Any:
 def run_worker(args: argparse.Namespace) -> int:
     from bus.runtime import Worker
     from ops.runner import run_async
+    from pipeline import PIPELINE
 
     from .errors import StartupError
     from .stage import MTStage
@@ -106,7 +107,7 @@ def run_worker(args: argparse.Namespace) -> int:
     stage = MTStage(mt_settings_from_args(args))
 
     async def main(settings: BusSettings) -> int:
-        await Worker(stage, settings).run(handle_signals=True)
+        await Worker(stage, settings, topology=PIPELINE).run(handle_signals=True)
         return 0
 
     try:

@@ -139,11 +139,12 @@ def _worker(args: argparse.Namespace) -> int:
 
     async def main(settings: BusSettings) -> int:
         from bus.runtime import Worker
+        from pipeline import PIPELINE
 
         from .stage import TtsStartupError
 
         try:
-            await Worker(stage, settings).run(handle_signals=True)
+            await Worker(stage, settings, topology=PIPELINE).run(handle_signals=True)
         except TtsStartupError as exc:
             print(f"s2st tts: {exc}", file=sys.stderr)
             return 1
