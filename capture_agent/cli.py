@@ -162,6 +162,7 @@ def run_publishing(args: argparse.Namespace) -> int:
     0: done; 1: chunks left unwritten or the session lost; 2: bad input or options;
     3: Redis unreachable at start. The input is opened before anything is registered.
     """
+    from bus.command import run_async
     from bus.ids import InvalidId, check_id, check_lang
     from capture_agent.agent import AgentOptions, CaptureAgent
     from capture_agent.audio_io import AudioInputError
@@ -170,7 +171,6 @@ def run_publishing(args: argparse.Namespace) -> int:
     from capture_agent.publisher import SessionRef
     from capture_agent.sources import MicrophoneError
     from capture_agent.vad import VADUnavailable
-    from ops.runner import run_async
 
     missing = [f"--{name}" for name in ("room", "session", "lang") if not getattr(args, name)]
     if missing:

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bus.command import run_async
 from bus.settings import BusSettings, add_bus_options
-from ops.runner import run_async
 
 
 def register(commands: Any, bench: Any) -> None:

@@ -61,9 +61,9 @@ def _int_env(name: str) -> int | None:
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
+    from bus.command import run_async
     from bus.runtime import Worker
     from bus.settings import BusSettings
-    from ops.runner import run_async
 
     from .models import ModelNotAvailable
     from .stage import ASRConfig, ASRStage

@@ -97,8 +97,8 @@ def mt_settings_from_args(args: argparse.Namespace) -> Any:
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    from bus.command import run_async
     from bus.runtime import Worker
-    from ops.runner import run_async
 
     from .errors import StartupError
     from .stage import MTStage

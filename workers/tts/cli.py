@@ -9,7 +9,7 @@ from typing import Any
 
 from bus.settings import BusSettings, add_bus_options
 
-# the voices `s2st bench tts --intelligibility` measures (workers.tts.intelligibility)
+# the voices `s2st bench tts --intelligibility` measures (ops.evaluation.tts_intelligibility)
 DEFAULT_VOICES = ("kokoro:es", "espeak:es", "piper:en", "espeak:en", "edge:es")
 
 # flag -> the S2ST_TTS_* variable it overrides
@@ -86,19 +86,14 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _intelligibility(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from . import intelligibility
-
-    if args.limit is not None and args.limit < 1:
-        raise SystemExit("--limit must be at least 1")
-    voices = [intelligibility.Voice.parse(v) for v in args.voices.split(",") if v.strip()]
-    report = intelligibility.run(
-        voices, manifest=Path(args.manifest) if args.manifest else None, limit=args.limit,
-        ceiling=not args.no_ceiling, online=args.online, json_path=args.json,
-        progress=lambda line: print(line, file=sys.stderr, flush=True))
-    print(intelligibility.format_report(report))
-    return 0
+    # set by ops/evaluation/cli.py (ops.evaluation.tts_intelligibility.command): the
+    # measurement uses the evaluation's scorer, which sits above this package
+    command = getattr(args, "intelligibility_command", None)
+    if command is None:
+        print("s2st bench tts --intelligibility: needs the evaluation tools (ops.evaluation)",
+              file=sys.stderr)
+        return 2
+    return int(command(args) or 0)
 
 
 def _register_worker(commands: Any) -> None:
@@ -129,7 +124,7 @@ def _register_worker(commands: Any) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from ops.runner import run_async
+    from bus.command import run_async
 
     try:
         stage = build_stage(args)
