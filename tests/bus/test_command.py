@@ -1,0 +1,130 @@
+"""bus/command.py: flags made from a settings class, flag > variable > default, one-line
+errors and exit statuses of the shared entry."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Literal
+
+import pytest
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bus.command import (
+    EXIT_REDIS,
+    SettingsError,
+    add_settings_flags,
+    run_async,
+    settings_from_args,
+)
+from bus.connection import RedisUnavailable
+from bus.settings import BusSettings
+
+
+class DemoSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="S2ST_DEMO_", extra="ignore",
+                                      env_ignore_empty=True)
+
+    chunk_ms: float = Field(500.0, gt=0, description="chunk length")
+    beam_size: int = Field(1, ge=1, description="beam width")
+    mode: Literal["fast", "slow"] = Field("fast", description="how")
+    label: str | None = Field(None, description="a label")
+    loud: bool = Field(False, description="be loud")
+    cpu_threads: int | None = Field(None, description="threads",
+                                    json_schema_extra={"flag": "--threads"})
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="demo")
+    add_settings_flags(p, DemoSettings, title="demo")
+    return p
+
+
+def test_flags_are_made_from_the_fields() -> None:
+    p = parser()
+    flags = {o for a in p._actions for o in a.option_strings}
+    assert {"--chunk-ms", "--beam-size", "--mode", "--label", "--loud", "--threads"} <= flags
+    assert "--cpu-threads" not in flags  # the alias replaces the name
+    text = p.format_help()
+    assert "S2ST_DEMO_CHUNK_MS: chunk length (default 500.0)" in text
+    assert "S2ST_DEMO_CPU_THREADS" in text and "{fast,slow}" in text
+    args = p.parse_args(["--loud", "--threads", "4", "--mode", "slow"])
+    s = settings_from_args(DemoSettings, args)
+    assert s.loud is True and s.cpu_threads == 4 and s.mode == "slow"
+
+
+def test_flag_wins_over_variable_which_wins_over_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("CHUNK_MS", "BEAM_SIZE", "MODE", "LABEL", "LOUD", "CPU_THREADS"):
+        monkeypatch.delenv(f"S2ST_DEMO_{name}", raising=False)
+    assert settings_from_args(DemoSettings, parser().parse_args([])).beam_size == 1
+    monkeypatch.setenv("S2ST_DEMO_BEAM_SIZE", "3")
+    monkeypatch.setenv("S2ST_DEMO_CHUNK_MS", "250")
+    monkeypatch.setenv("S2ST_DEMO_LOUD", "on")
+    s = settings_from_args(DemoSettings, parser().parse_args(["--beam-size", "5"]))
+    assert (s.beam_size, s.chunk_ms, s.loud, s.label) == (5, 250.0, True, None)
+    monkeypatch.setenv("S2ST_DEMO_LABEL", "")  # empty: as if unset
+    assert settings_from_args(DemoSettings, parser().parse_args([])).label is None
+    # explicit overrides win over everything
+    assert settings_from_args(DemoSettings, parser().parse_args(["--beam-size", "5"]),
+                              beam_size=7).beam_size == 7
+
+
+def test_bad_values_name_flag_and_variable_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("S2ST_DEMO_CHUNK_MS", "-1")
+    with pytest.raises(SettingsError) as raised:
+        settings_from_args(DemoSettings, parser().parse_args(["--threads", "many"]),
+                           program="s2st demo")
+    assert raised.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "s2st demo: invalid settings:"
+    assert any(line.startswith("  --threads / S2ST_DEMO_CPU_THREADS: ") for line in err)
+    assert any(line.startswith("  --chunk-ms / S2ST_DEMO_CHUNK_MS: ") for line in err)
+    # a choice argparse knows is refused by argparse itself, also with status 2
+    with pytest.raises(SystemExit) as refused:
+        parser().parse_args(["--mode", "medium"])
+    assert refused.value.code == 2
+
+
+def test_the_worker_flags_keep_their_names_and_variables() -> None:
+    from ops.cli import build_parser
+
+    p = build_parser()
+    asr = p.parse_args(["asr", "--model", "base", "--threads", "2", "--compute-type", "int8",
+                        "--min-decode-s", "0.25", "--beam-size", "2", "--max-batch", "4",
+                        "--task", "translate", "--language", "auto", "--device", "cpu"])
+    from workers.asr.settings import ASRSettings
+
+    s = settings_from_args(ASRSettings, asr)
+    assert (s.model, s.threads, s.compute_type, s.min_decode_s, s.beam_size, s.max_batch,
+            s.task, s.language, s.device) == ("base", 2, "int8", 0.25, 2, 4, "translate",
+                                              "auto", "cpu")
+
+
+def bus_args() -> argparse.Namespace:
+    return argparse.Namespace(redis_url=None, log_level="error")
+
+
+def test_run_async_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    async def unreachable(settings: BusSettings) -> int:
+        raise RedisUnavailable("Redis at redis://nowhere did not answer")
+
+    async def fine(settings: BusSettings) -> int:
+        return 5
+
+    async def interrupted(settings: BusSettings) -> int:
+        raise KeyboardInterrupt
+
+    assert run_async(bus_args(), unreachable) == EXIT_REDIS == 3
+    assert capsys.readouterr().err.strip() == "s2st: Redis at redis://nowhere did not answer"
+    assert run_async(bus_args(), fine) == 5
+    assert run_async(bus_args(), interrupted) == 130
+
+
+def test_run_async_bad_bus_settings_exit_2() -> None:
+    with pytest.raises(SystemExit) as raised:
+        run_async(argparse.Namespace(redis_url="http://x"), lambda s: None)  # type: ignore[arg-type,return-value]
+    assert raised.value.code == 2
