@@ -123,6 +123,21 @@ def flag_values(cls: type[BaseSettings], args: argparse.Namespace | None) -> dic
     return values
 
 
+def env_from_args(
+    cls: type[BaseSettings], args: argparse.Namespace | None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment (``os.environ`` unless ``env``) with each flag of ``cls`` given in
+    ``args`` written into its variable: for settings whose values are read by a
+    ``from_env(mapping)`` that names the variable in its errors (workers/mt, workers/tts)."""
+    import os
+
+    out = dict(os.environ if env is None else env)
+    for name, value in flag_values(cls, args).items():
+        out[env_name(cls, name)] = str(value)
+    return out
+
+
 def settings_from_args(
     cls: type[S], args: argparse.Namespace | None = None, *, program: str = "s2st",
     **overrides: Any,
