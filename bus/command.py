@@ -83,21 +83,23 @@ def add_settings_flags(
     *,
     title: str | None = None,
     skip: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
 ) -> None:
     """One flag per field of ``cls``: a bool is a switch, a Literal offers its choices, any
     other value is taken as text and validated with the settings (so a bad one is reported
     the same way whether it came from a flag or a variable). The help names the variable and
-    the default. ``skip`` (or ``json_schema_extra={"no_flag": True}``) leaves fields out."""
+    the default. ``skip`` (or ``json_schema_extra={"no_flag": True}``) leaves fields out, ``only``
+    keeps just those (a class's flags may be spread over several groups)."""
     target: Any = parser
     if title is not None and isinstance(parser, argparse.ArgumentParser):
         target = parser.add_argument_group(title)
     for name, info in cls.model_fields.items():
-        if name in skip or _extra(info).get("no_flag"):
+        if name in skip or _extra(info).get("no_flag") or (only is not None and name not in only):
             continue
         kind = _strip_optional(info.annotation)
         env = env_name(cls, name)
         default = info.get_default(call_default_factory=True)
-        shown = "" if default in (None, "") else f" (default {default})"
+        shown = "" if default is None or default is False or default == "" else f" (default {default})"
         text = f"{env}: {info.description or name.replace('_', ' ')}{shown}"
         options: dict[str, Any] = {"dest": _dest(cls, name), "default": None,
                                    "help": text.replace("%", "%%")}
