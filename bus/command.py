@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
-from bus.settings import BusSettings
+from bus.settings import BusSettings, SettingsError
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -37,8 +37,8 @@ EXIT_REDIS = 3  # Redis unreachable
 EXIT_INTERRUPTED = 130
 
 
-class SettingsError(SystemExit):
-    """Settings that do not validate: the message is printed, the process exits 2."""
+__all__ = ["SettingsError", "add_settings_flags", "env_from_args", "flag_values",
+           "run_async", "settings_from_args"]
 
 
 # -- flags from settings classes ------------------------------------------------------------
@@ -60,12 +60,11 @@ def env_name(cls: type[BaseSettings], name: str) -> str:
     return (prefix + name).upper()
 
 
-def _dest(cls: type[BaseSettings], name: str) -> str:
-    return f"{_dest_prefix(cls)}{name}"
-
-
-def _dest_prefix(cls: type[BaseSettings]) -> str:
-    return f"_settings_{cls.__name__}_"
+def _dest(cls: type[BaseSettings], name: str, dest_prefix: str | None) -> str:
+    """Where a flag's value lands in the namespace: by default a name of the class's own (two
+    classes may have fields of one name); ``dest_prefix=""``: the field's name itself."""
+    prefix = f"_settings_{cls.__name__}_" if dest_prefix is None else dest_prefix
+    return prefix + name
 
 
 def _strip_optional(annotation: Any) -> Any:
@@ -84,6 +83,7 @@ def add_settings_flags(
     title: str | None = None,
     skip: tuple[str, ...] = (),
     only: tuple[str, ...] | None = None,
+    dest_prefix: str | None = None,
 ) -> None:
     """One flag per field of ``cls``: a bool is a switch, a Literal offers its choices, any
     other value is taken as text and validated with the settings (so a bad one is reported
@@ -101,7 +101,7 @@ def add_settings_flags(
         default = info.get_default(call_default_factory=True)
         shown = "" if default is None or default is False or default == "" else f" (default {default})"
         text = f"{env}: {info.description or name.replace('_', ' ')}{shown}"
-        options: dict[str, Any] = {"dest": _dest(cls, name), "default": None,
+        options: dict[str, Any] = {"dest": _dest(cls, name, dest_prefix), "default": None,
                                    "help": text.replace("%", "%%")}
         if kind is bool:
             options["action"] = "store_true"
@@ -113,13 +113,14 @@ def add_settings_flags(
         target.add_argument(flag_name(name, info), **options)
 
 
-def flag_values(cls: type[BaseSettings], args: argparse.Namespace | None) -> dict[str, Any]:
+def flag_values(cls: type[BaseSettings], args: argparse.Namespace | None,
+                dest_prefix: str | None = None) -> dict[str, Any]:
     """The fields of ``cls`` given as flags in ``args`` (not the ones left out)."""
     if args is None:
         return {}
     values = {}
     for name in cls.model_fields:
-        value = getattr(args, _dest(cls, name), None)
+        value = getattr(args, _dest(cls, name, dest_prefix), None)
         if value is not None:
             values[name] = value
     return values
@@ -142,30 +143,35 @@ def env_from_args(
 
 def settings_from_args(
     cls: type[S], args: argparse.Namespace | None = None, *, program: str = "s2st",
-    **overrides: Any,
+    dest_prefix: str | None = None, **overrides: Any,
 ) -> S:
     """``cls`` from flags (first), ``S2ST_*`` variables, then defaults; explicit
     ``overrides`` (not None) win over all. Invalid: prints one line per bad setting, naming
     its flag and variable, and exits 2 (:class:`SettingsError`)."""
-    values = flag_values(cls, args)
+    values = flag_values(cls, args, dest_prefix)
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return cls(**values)
     except ValidationError as exc:
-        raise settings_error(cls, exc, program) from None
+        flags = {n for n in cls.model_fields
+                 if args is not None and hasattr(args, _dest(cls, n, dest_prefix))}
+        raise settings_error(cls, exc, program, flags) from None
 
 
-def settings_error(cls: type[BaseSettings], exc: ValidationError,
-                   program: str = "s2st") -> SettingsError:
-    """Prints what is wrong, one line per setting; returns the exception to raise."""
+def settings_error(cls: type[BaseSettings], exc: ValidationError, program: str = "s2st",
+                   flags: set[str] | None = None) -> SettingsError:
+    """Prints what is wrong, one line per setting (naming its flag where the command has
+    one: ``flags``, the fields that do, all if None); returns the exception to raise."""
     lines = [f"{program}: invalid settings:"]
     for err in exc.errors():
         name = str(err["loc"][0]) if err["loc"] else ""
         info = cls.model_fields.get(name)
         if info is None:
             where = "settings"
-        else:
+        elif flags is None or name in flags:
             where = f"{flag_name(name, info)} / {env_name(cls, name)}"
+        else:
+            where = env_name(cls, name)
         lines.append(f"  {where}: {err['msg']}")
     print("\n".join(lines), file=sys.stderr)
     return SettingsError(EXIT_USAGE)
