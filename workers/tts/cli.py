@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -135,7 +134,9 @@ def build_stage(args: argparse.Namespace, env: dict[str, str] | None = None) -> 
     threads = _positive(env, "S2ST_TTS_THREADS")
     parallel = _positive(env, "S2ST_TTS_PARALLEL") or 1
     if threads is not None:
-        os.environ["S2ST_TTS_THREADS"] = str(threads)  # read by the ONNX voices when they load
+        from .backends._onnx import set_cpu_threads
+
+        set_cpu_threads(threads)  # for the ONNX voices when they load
     warm = env.get("S2ST_TTS_WARM", "").strip()
     warm_langs = None
     if warm:
