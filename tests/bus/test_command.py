@@ -128,3 +128,44 @@ def test_run_async_bad_bus_settings_exit_2() -> None:
     with pytest.raises(SystemExit) as raised:
         run_async(argparse.Namespace(redis_url="http://x"), lambda s: None)  # type: ignore[arg-type,return-value]
     assert raised.value.code == 2
+
+
+def test_each_part_takes_flags_over_its_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from capture_agent.cli import config_from_args
+    from ops.cli import build_parser
+    from player_agent.settings import PlaySettings, WebSettings
+    from workers.mt.settings import mt_settings
+
+    p = build_parser()
+    monkeypatch.setenv("S2ST_MT_HOLD_TIMEOUT_S", "2")
+    monkeypatch.setenv("S2ST_MT_CONTEXT", "1")
+    mt = mt_settings(p.parse_args(["mt", "--hold-timeout-s", "3"]))
+    assert (mt.engine.hold_timeout_s, mt.engine.context_sentences) == (3.0, 1)
+
+    monkeypatch.setenv("S2ST_CAPTURE_CHUNK_MS", "250")
+    monkeypatch.setenv("S2ST_CAPTURE_PAD_MS", "")
+    capture = config_from_args(p.parse_args(["capture", "--pad-ms", "100", "--send-all"]))
+    assert (capture.chunk_ms, capture.pre_pad_ms, capture.post_pad_ms, capture.send_all) == \
+        (250.0, 100.0, 100.0, True)
+
+    monkeypatch.setenv("S2ST_PLAY_RATE", "16000")
+    play = settings_from_args(PlaySettings, p.parse_args(["play", "--jitter-ms", "50"]))
+    assert (play.rate, play.jitter_ms, play.deadline_ms) == (16000, 50.0, 1000.0)
+
+    monkeypatch.setenv("S2ST_WEB_PORT", "9000")
+    web = settings_from_args(WebSettings, p.parse_args(["web", "--speaker-grace", "5"]))
+    assert (web.host, web.port, web.speaker_grace) == ("127.0.0.1", 9000, 5.0)
+    assert settings_from_args(WebSettings, p.parse_args(["web", "--port", "81"])).port == 81
+
+
+def test_tts_flags_reach_the_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ops.cli import build_parser
+    from workers.tts.cli import build_stage
+
+    args = build_parser().parse_args(["tts", "--backends", "*=espeak", "--parallel", "2",
+                                      "--first-words", "3"])
+    stage = build_stage(args, env={"S2ST_TTS_PARALLEL": "5", "S2ST_TTS_FIRST_WORDS": "2",
+                                   "S2ST_TTS_MAX_WORDS": "9"})
+    config = stage.engine.config
+    assert config.chain("es") == ["espeak"] and config.split.first_words == 3
+    assert config.split.max_words == 9 and stage.parallel == 2
