@@ -28,6 +28,9 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
+from bus.connection import RedisUnavailable
+from bus.ids import InvalidId
+from bus.logs import configure_logging
 from bus.settings import BusSettings, SettingsError
 
 S = TypeVar("S", bound=BaseSettings)
@@ -184,12 +187,7 @@ def run_async(
     args: argparse.Namespace, main: Callable[[BusSettings], Coroutine[Any, Any, int | None]]
 ) -> int:
     """Validate settings, configure logs, run ``main``; one-line errors for the expected failures."""
-    from bus.connection import RedisUnavailable
-    from bus.ids import InvalidId
-    from bus.logs import configure_logging
-    from bus.settings import settings_from_args as bus_settings_from_args
-
-    settings = bus_settings_from_args(args)
+    settings = settings_from_args(BusSettings, args, dest_prefix="")
     configure_logging(settings.log_format, settings.log_level)
     try:
         return int(asyncio.run(main(settings)) or 0)
