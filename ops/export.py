@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from bus.command import run_async
 from bus.events import AudioChunk, ControlEvent, Event, Speech, Transcript, Translation
 from bus.ids import InvalidId, check_id, check_lang
 from bus.keys import Keys
 from bus.registry import Registry, session_record
 from bus.settings import BusSettings, add_bus_options
-from ops.runner import run_async
 from ops.session_read import Entry, read_all, speech_langs, translation_langs
 from ops.session_view import hop_parts
 from pipeline import PIPELINE

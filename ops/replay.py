@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bus import clock
+from bus.command import run_async
 from bus.events import (
     AudioChunk,
     ControlEvent,
@@ -47,7 +48,6 @@ from bus.keys import Keys, Partition
 from bus.producer import Publisher
 from bus.registry import Registry, SessionInfo, session_record
 from bus.settings import BusSettings, add_bus_options
-from ops.runner import run_async
 from ops.session_read import Entry, family_langs, parse_entry_id, read_all
 from pipeline import PIPELINE
 from player_agent.end_trace import has_end_marker

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bus.command import run_async
 from bus.events import (
     AudioChunk,
     ControlEvent,
@@ -27,8 +28,7 @@ from bus.events import (
 from bus.ids import check_id, check_lang
 from bus.keys import Keys
 from bus.settings import BusSettings, add_bus_options
-from ops.runner import run_async
-from ops.status import _groups
+from bus.status import _groups
 from pipeline import PIPELINE
 from player_agent.latency import percentile
 

@@ -1,10 +1,10 @@
 """The operator view of `s2st web` (``/admin`` and ``/api/admin/*``, admin token).
 
 :meth:`AdminView.overview` is what the page polls: `s2st status`'s own collection
-(:func:`ops.status.collect`: rooms, targets, sessions, workers with their health records,
+(:func:`bus.status.collect`: rooms, targets, sessions, workers with their health records,
 each stream's consumer groups) folded for a page: the live sessions of each room, each
 stage's workers with the lag and pending entries of its groups summed over every stream
-(:func:`ops.status.stage_backlog`), the latency of the last minute (:class:`LatencyWindow`)
+(:func:`bus.status.stage_backlog`), the latency of the last minute (:class:`LatencyWindow`)
 and the dead letters (:func:`dead_letters`).
 """
 
@@ -15,10 +15,10 @@ import time
 from collections import Counter
 from typing import Any
 
+from bus.deadletters import dead_entry
 from bus.events import MalformedEvent, Speech, decode
 from bus.keys import Keys
-from ops.soak.collect import dead_entry
-from ops.status import collect, stage_backlog
+from bus.status import collect, stage_backlog
 from pipeline import PIPELINE
 from player_agent.latency import percentile
 
