@@ -189,6 +189,17 @@ def test_batched_sessions_each_get_their_own_text(tiny_decoder: WhisperDecoder, 
     assert scheduler.batches < scheduler.decoded  # several sessions per decode call
 
 
+def test_streaming_does_not_double_the_first_word(tiny_decoder: WhisperDecoder,
+                                                  manifest: dict[str, Any]) -> None:
+    # fleurs_en_1904 opens with 1 s of silence and "However,": decoding its first 2 s,
+    # tiny.en heard "However, however," twice in a row, and both were committed
+    audio = load_audio(manifest["fleurs_en_1904"]["path"])
+    result = replay(StreamingRecognizer(tiny_decoder), make_chunks(audio))
+    text = result.committed_text()
+    assert normalize_text(text).split()[:4] == ["however", "due", "to", "the"], text
+    assert word_error_rate([manifest["fleurs_en_1904"]["transcript"]], [text]) < 0.15, text
+
+
 def test_replay_reports_latency(tiny_decoder: WhisperDecoder, lj_clips) -> None:
     audio = load_audio(lj_clips[0]["path"])
     result = replay(StreamingRecognizer(tiny_decoder), make_chunks(audio))

@@ -12,6 +12,7 @@ from workers.asr.guards import (
     GuardConfig,
     SpeechGate,
     cut_at_audio_end,
+    drop_squeezed_repeats,
     is_stock_hallucination,
     strip_repetitions,
 )
@@ -46,6 +47,22 @@ def test_repetition_of_committed_text_is_cut() -> None:
     assert out == []
     fresh = strip_repetitions(words("of making books"), cfg, context)
     assert texts(fresh) == "of making books"
+
+
+def test_a_word_doubled_in_a_fraction_of_its_time_is_dropped() -> None:
+    cfg = GuardConfig()
+    # what tiny.en decoded of fleurs_en_1904's first 2 s: the second "however" lasts 0.1 s
+    doubled = [Word(" However,", 0.0, 1.36, 0.9), Word(" however,", 1.36, 1.46, 0.6),
+               Word(" due", 2.22, 2.24, 0.9)]
+    assert texts(drop_squeezed_repeats(doubled, cfg)) == "However, due"
+    # ... also against the last word already committed
+    assert texts(drop_squeezed_repeats(doubled[1:], cfg, before="However,")) == "due"
+    # a speaker's own repeat takes a word's time, and a short word a short time
+    said = [Word(" no,", 0.0, 0.25, 0.9), Word(" no", 0.3, 0.5, 0.9),
+            Word(" very", 0.6, 0.9, 0.9), Word(" very", 0.9, 1.15, 0.9)]
+    assert texts(drop_squeezed_repeats(said, cfg)) == "no, no very very"
+    assert texts(drop_squeezed_repeats(doubled, GuardConfig(min_repeat_s_per_char=0))) == \
+        "However, however, due"
 
 
 def test_zero_length_words_at_the_audio_end_are_cut() -> None:

@@ -9,6 +9,9 @@
   than 2.4 times is a repetition loop, a failed decode.
 * :func:`strip_repetitions` - cut repetition loops ("the the the the", "I'm sorry. I'm sorry.")
   down to what a speaker plausibly said.
+* :func:`drop_squeezed_repeats` - a word said again straight after itself in far less time
+  than a word of that length takes ("However, however," with the second "however" 0.1 s long:
+  Whisper doubles a word at the start of a short buffer).
 * :func:`is_stock_hallucination` - phrases Whisper produces on non-speech ("Thank you.",
   "Thanks for watching!"), rejected when the audio evidence is weak.
 """
@@ -39,6 +42,9 @@ class GuardConfig:
     max_phrase_repeats: int = 1  # a phrase of 3-8 words said twice in a row is a loop
     end_margin_s: float = 0.1  # words starting this close to the end of the audio are cut
     min_word_probability: float = 0.0  # 0 keeps every word; raise to drop mumbles
+    # a word repeating the one before it is heard only if it lasts at least this long per
+    # letter ("however" 0.21 s; said at speed it takes 0.3-0.5 s; 0: keep every repeat)
+    min_repeat_s_per_char: float = 0.03
 
 
 class SpeechGate:
@@ -161,6 +167,26 @@ def strip_repetitions(
             if repeats > limit:
                 cut = min(cut, i + n * limit)
     return list(words[: max(0, cut - len(ctx))])
+
+
+def drop_squeezed_repeats(words: Sequence[Word], cfg: GuardConfig,
+                          before: str | None = None) -> list[Word]:
+    """Drop each word that repeats the word before it (``before``: the last word committed,
+    for the first) but is too short to have been said: under ``min_repeat_s_per_char`` per
+    letter. A speaker's real repeat ("no, no") takes a word's time; Whisper's doubled word
+    is squeezed into a fraction of it."""
+    if cfg.min_repeat_s_per_char <= 0:
+        return list(words)
+    kept: list[Word] = []
+    previous = normalize_word(before) if before else ""
+    for w in words:
+        key = normalize_word(w.text)
+        if key and key == previous and \
+                w.end - w.start < cfg.min_repeat_s_per_char * len(key):
+            continue
+        kept.append(w)
+        previous = key
+    return kept
 
 
 def cut_at_audio_end(words: Sequence[Word], duration: float, cfg: GuardConfig) -> list[Word]:

@@ -29,6 +29,7 @@ from .guards import (
     GuardConfig,
     SpeechGate,
     cut_at_audio_end,
+    drop_squeezed_repeats,
     is_stock_hallucination,
     looks_like_a_loop,
     looks_like_non_speech,
@@ -528,6 +529,8 @@ class StreamingRecognizer:
         while words and not normalize_word(words[0].text):
             words.pop(0)  # punctuation for an already committed word: too late to attach
         words = self._drop_overlap(words)
+        last = self._committed_tail_words(1)
+        words = drop_squeezed_repeats(words, cfg, last[0] if last else None)
         return strip_repetitions(words, cfg, self._committed_tail_words(16))
 
     def _pause_after(self, word: Word, pending: PendingDecode) -> bool:
