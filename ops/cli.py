@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "workers.asr.cli",
     "workers.mt.cli",
     "workers.tts.cli",
+    "workers.redact",
     "player_agent.cli",
     "ops.stack",
     "ops.demo",

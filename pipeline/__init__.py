@@ -17,6 +17,8 @@ behalf of any stage (docs/architecture.md, the key table).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bus.events import AudioChunk, Speech, Transcript, Translation
 from bus.topology import Family, Topology
 
@@ -40,4 +42,18 @@ PIPELINE = Topology(
     ),
 )
 
-__all__ = ["PIPELINE", "STAGES"]
+# An optional stage, not part of the deployed pipeline (the stack, the web page and `s2st acl`'s
+# defaults follow PIPELINE): the caption filter of docs/writing-a-stage.md ("A stage end to
+# end", workers/redact.py). It reads the translations too and writes them, with the room's
+# blocked words masked, to a family of its own; its worker runs with this topology.
+REDACT_PIPELINE = Topology(
+    stages=(*STAGES, "redact"),
+    families=(
+        *(replace(f, readers=(*f.readers, "redact")) if f.name == "translation" else f
+          for f in PIPELINE.families),
+        # the translations of a session with the room's blocked words masked, per language
+        Family("captions", writer="redact", events=(Translation.TYPE,), per_lang=True),
+    ),
+)
+
+__all__ = ["PIPELINE", "REDACT_PIPELINE", "STAGES"]
