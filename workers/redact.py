@@ -91,9 +91,9 @@ class RedactStage(Stage):
         def mask(text: str) -> str:
             return pattern.sub(self.settings.mask, text) if pattern is not None else text
 
-        caption = ctx.derive(Translation, event, t_in=delivery.t_in,
-                             **event.model_dump(exclude=_CARRIED),
-                             text=mask(event.text), source_text=mask(event.source_text))
+        fields = event.model_dump(exclude=_CARRIED)  # the translation's own fields...
+        fields.update(text=mask(event.text), source_text=mask(event.source_text))  # masked
+        caption = ctx.derive(Translation, event, t_in=delivery.t_in, **fields)
         # committed translations have one seq each: deduplicated (a retry writes nothing
         # twice); partials repeat their seq: written as they come, as the MT stage does
         return [Emit(ctx.stream("captions", ctx.partition.lang), caption,
