@@ -158,6 +158,16 @@ class ControlEvent(Event):
     langs: str = ""
     reason: str = ""
 
+    @classmethod
+    def end_of(cls, room: str, session: str, *, at: float, seq: int = 0, reason: str = "",
+               emitted: float = 0.0) -> ControlEvent:
+        """The end-of-stream marker of a session's stream, as a producer writes it: ``at``
+        is the capture time it marks (its ``capture_start`` and ``capture_end``), ``seq``
+        the one after the stream's last event. A stage forwarding a marker derives it from
+        the one it read instead (:meth:`bus.stage.PartitionContext.end_marker`)."""
+        return cls(room=room, session=session, seq=seq, capture_start=at, capture_end=at,
+                   action="end", reason=reason, emitted=emitted)
+
 
 class AudioChunk(Event):
     """A fixed-length piece of 16-bit mono PCM from a capture agent."""

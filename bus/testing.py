@@ -75,8 +75,7 @@ def make_chunk(room: str, session: str, seq: int, *, samples: int = 160,
 
 def end_marker(room: str, session: str, seq: int = 0) -> ControlEvent:
     t = clock.now()
-    return ControlEvent(room=room, session=session, seq=seq, capture_start=t, capture_end=t,
-                        action="end", reason="test", emitted=t)
+    return ControlEvent.end_of(room, session, at=t, seq=seq, reason="test", emitted=t)
 
 
 async def delete_prefix(client: Any, prefix: str) -> int:
