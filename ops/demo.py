@@ -282,13 +282,14 @@ class Demo:
         for kind, text in names.items():
             s = summary.get("latency", {}).get(kind, {})
             if s.get("count"):
-                lines.append(f"  {text:<40} p50 {_s(s['p50'])}  p95 {_s(s['p95'])}  "
-                             f"max {_s(s['max'])}  (n={s['count']})")
+                lines.append(f"  {text:<40} p50 {_fmt_seconds(s['p50'])}  "
+                             f"p95 {_fmt_seconds(s['p95'])}  "
+                             f"max {_fmt_seconds(s['max'])}  (n={s['count']})")
         self.say("\n".join(lines))
         return played
 
 
-def _s(value: float) -> str:
+def _fmt_seconds(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) \
         else f"{value:.2f} s"
 

@@ -13,15 +13,20 @@ import argparse
 import json
 import math
 import time
+from functools import partial
 from typing import Any
 
 from bus import clock
 from bus.connection import redacted_url
 from bus.keys import Keys
 from bus.settings import BusSettings, add_bus_options
+from bus.text import as_text
 from ops.runner import run_async
 
 WORKER_TTL_FACTOR = 3  # a worker whose heartbeat is older than 3 lease TTLs is gone
+
+# a reply as text, showing what is there, even a name written by hand that is not UTF-8
+_s = partial(as_text, errors="backslashreplace")
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -251,7 +256,3 @@ def _left(seconds: float | None) -> str:
         return "pinned"
     return f"listener, {seconds:.0f} s left" if seconds > 0 else "expired"
 
-
-def _s(value: Any) -> str:
-    # (shows what is there, even a name written by hand that is not UTF-8)
-    return value.decode(errors="backslashreplace") if isinstance(value, bytes) else str(value)

@@ -16,14 +16,11 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from bus.events import DeadLetter, MalformedEvent, decode
+from bus.text import as_text
 from ops.soak.accounting import Rec, dead_reason, parse_entry
 
 _PAGE = 500
 RETRY_S = 0.5  # after a failed read (Redis restarting): wait this long, then read again
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def read_stream(client: Any, key: str) -> list[Rec]:
@@ -38,7 +35,7 @@ async def read_stream(client: Any, key: str) -> list[Rec]:
                 out.append(rec)
         if len(batch) < _PAGE:
             return out
-        start = "(" + _s(batch[-1][0])
+        start = "(" + as_text(batch[-1][0])
 
 
 def dead_entry(entry_id: Any, fields: Any) -> dict[str, Any] | None:
@@ -55,10 +52,10 @@ def dead_entry(entry_id: Any, fields: Any) -> dict[str, Any] | None:
     if family == "translation":
         family = f"translation:{local.rsplit(':', 1)[-1]}"
     return {
-        "id": _s(entry_id), "stage": dead.stage, "worker": dead.worker, "stream": dead.stream,
+        "id": as_text(entry_id), "stage": dead.stage, "worker": dead.worker, "stream": dead.stream,
         "family": family, "session": dead.session, "reason": dead_reason(dead.error),
         "error": dead.error[:300], "attempts": dead.attempts, "failed_at": dead.failed_at,
-        "seq": int(seq) if seq is not None and _s(seq).isdigit() else None,
+        "seq": int(seq) if seq is not None and as_text(seq).isdigit() else None,
     }
 
 
@@ -109,10 +106,10 @@ class StreamTail:
         self.read_at = time.time()
         n = 0
         for raw_key, entries in reply or []:
-            key = _s(raw_key)
+            key = as_text(raw_key)
             for raw_id, fields in entries:
                 n += 1
-                self.last[key] = _s(raw_id)
+                self.last[key] = as_text(raw_id)
                 if key in self.speech:
                     rec = parse_entry(raw_id, fields)
                     if rec is not None:
