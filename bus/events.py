@@ -105,11 +105,6 @@ class Record(BaseModel):
         return out
 
     @classmethod
-    def from_fields(cls, fields: EntryFields) -> Record:
-        """Decode a stream entry into this class (strict)."""
-        return cls._from_data(_unflatten(fields))
-
-    @classmethod
     def _from_data(cls, data: dict[str, Any]) -> Record:
         try:
             return cls.model_validate(data)
