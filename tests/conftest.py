@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 SPEECH_DIR = Path(os.environ.get("S2ST_SPEECH_DIR", ROOT.parent / "shared" / "data" / "speech"))
 
 
@@ -21,6 +22,19 @@ def load_manifest() -> list[dict[str, Any]]:
     for row in rows:
         row["path"] = SPEECH_DIR / row["audio"]
     return rows
+
+
+@pytest.fixture(scope="session")
+def local_redis() -> str:
+    """The URL of the local Redis the tests use (each under a key prefix of its own); where
+    none answers, the test fails saying how to start one."""
+    import redis
+
+    try:
+        redis.Redis.from_url(LOCAL_REDIS_URL).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.fail("no Redis at 127.0.0.1:6379 (start one: redis-server --daemonize yes)")
+    return LOCAL_REDIS_URL
 
 
 @pytest.fixture(scope="session")

@@ -90,14 +90,8 @@ def _delete_prefix(url: str, prefix: str) -> None:
 
 
 @pytest.fixture
-def key_prefix() -> Iterator[str]:
+def key_prefix(local_redis: str) -> Iterator[str]:
     """A fresh key prefix on the local Redis; every key under it is deleted afterwards."""
-    import redis
-
-    try:
-        redis.Redis.from_url(LOCAL_REDIS).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.fail("no Redis at 127.0.0.1:6379 (start one: redis-server --daemonize yes)")
     prefix = "tcap" + uuid.uuid4().hex[:10]
     yield prefix
     _delete_prefix(LOCAL_REDIS, prefix)
