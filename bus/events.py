@@ -155,13 +155,14 @@ class ControlEvent(Event):
 
     @classmethod
     def end_of(cls, room: str, session: str, *, at: float, seq: int = 0, reason: str = "",
-               emitted: float = 0.0) -> ControlEvent:
+               emitted: float = 0.0, source_lang: str = "", speaker: str = "") -> ControlEvent:
         """The end-of-stream marker of a session's stream, as a producer writes it: ``at``
         is the capture time it marks (its ``capture_start`` and ``capture_end``), ``seq``
         the one after the stream's last event. A stage forwarding a marker derives it from
         the one it read instead (:meth:`bus.stage.PartitionContext.end_marker`)."""
         return cls(room=room, session=session, seq=seq, capture_start=at, capture_end=at,
-                   action="end", reason=reason, emitted=emitted)
+                   action="end", reason=reason, emitted=emitted, source_lang=source_lang,
+                   speaker=speaker)
 
 
 class AudioChunk(Event):

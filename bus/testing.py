@@ -73,6 +73,11 @@ def make_chunk(room: str, session: str, seq: int, *, samples: int = 160,
     )
 
 
+def hop(stage: str, t_in: float, t_out: float) -> Hop:
+    """A hop of ``stage`` by its worker ``w-<stage>``."""
+    return Hop(stage=stage, worker=f"w-{stage}", t_in=t_in, t_out=t_out)
+
+
 def end_marker(room: str, session: str, seq: int = 0) -> ControlEvent:
     t = clock.now()
     return ControlEvent.end_of(room, session, at=t, seq=seq, reason="test", emitted=t)
