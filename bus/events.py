@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import from_json, to_json
 
 from bus.ids import Lang, RoomId, SessionId, SourceLang
+from bus.text import as_text
 
 SCHEMA_VERSION = 1
 PAYLOAD_FIELD = "payload"
@@ -392,7 +393,7 @@ def _unflatten_checked(fields: EntryFields) -> dict[str, Any]:
         pairs = zip(it, it, strict=False)
     data: dict[str, Any] = {}
     for key, value in pairs:
-        name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+        name = as_text(key, "replace")
         if name == PAYLOAD_FIELD:
             for pname, pvalue in _payload(value).items():
                 if pname in data:

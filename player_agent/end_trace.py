@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus.keys import Keys, Partition
+from bus.text import as_text
 
 # (family, the group that reads it, who writes it), in pipeline order
 HOPS: tuple[tuple[str, str, str], ...] = (
@@ -103,7 +104,7 @@ async def _group_state(client: Any, key: str, group: str) -> tuple[int | None, i
         return None, None
     for info in groups:
         name = info.get("name")
-        if (name.decode() if isinstance(name, bytes) else name) == group:
+        if as_text(name) == group:
             lag = info.get("lag")
             return int(info.get("pending", 0)), (int(lag) if lag is not None else None)
     return None, None

@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 
 from bus.events import MalformedEvent, Transcript, Translation, decode_event
 from bus.stage import PartitionContext
+from bus.text import as_text
 
 from .engine import TranslationOut
 
@@ -57,7 +58,7 @@ async def _newest_first(ctx: PartitionContext, key: str, end: str = "+") -> Asyn
         if not batch:
             return
         for raw_id, fields in batch:
-            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            entry_id = as_text(raw_id)
             try:
                 yield entry_id, decode_event(fields)
             except (MalformedEvent, ValueError):
@@ -65,7 +66,7 @@ async def _newest_first(ctx: PartitionContext, key: str, end: str = "+") -> Asyn
         if len(batch) < _BATCH:
             return
         last = batch[-1][0]
-        end = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+        end = "(" + as_text(last)
 
 
 async def _committed(ctx: PartitionContext, key: str) -> AsyncIterator[Translation]:
@@ -110,14 +111,13 @@ async def handled_pieces(ctx: PartitionContext, resume_seq: int) -> list[Transcr
         raise
     if pending and int(pending.get("pending") or 0) > 0:
         first = pending["min"]
-        end = "(" + (first.decode() if isinstance(first, bytes) else str(first))
+        end = "(" + as_text(first)
     else:
         end = ""
         for group in await ctx.redis.xinfo_groups(key):
-            name = group["name"].decode() if isinstance(group["name"], bytes) else str(group["name"])
+            name = as_text(group["name"])
             if name == ctx.stage:
-                last = group["last-delivered-id"]
-                end = last.decode() if isinstance(last, bytes) else str(last)
+                end = as_text(group["last-delivered-id"])
         if end in ("", "0-0"):
             return []
     pieces: list[Transcript] = []
