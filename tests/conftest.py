@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,29 @@ def local_redis() -> str:
     except redis.exceptions.ConnectionError:
         pytest.fail("no Redis at 127.0.0.1:6379 (start one: redis-server --daemonize yes)")
     return LOCAL_REDIS_URL
+
+
+@pytest.fixture
+def scratch_prefix(local_redis: str) -> Iterator[Callable[[str], str]]:
+    """Makes key prefixes of this test alone on the local Redis (``tag`` and random hex);
+    every key beginning with one is deleted afterwards."""
+    import redis
+
+    made: list[str] = []
+
+    def make(tag: str) -> str:
+        made.append(tag + uuid.uuid4().hex[:10])
+        return made[-1]
+
+    yield make
+    client = redis.Redis.from_url(local_redis)
+    try:
+        for name in made:
+            left = list(client.scan_iter(match=name + "*", count=1000))
+            if left:
+                client.delete(*left)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -21,14 +19,8 @@ def local_url(local_redis: str) -> str:
 
 
 @pytest.fixture
-def prefix(local_url: str) -> Iterator[str]:
+def prefix(scratch_prefix: Callable[[str], str]) -> str:
     """A key prefix of this test alone; its keys are deleted afterwards."""
-    name = "tops" + uuid.uuid4().hex[:10]
-    yield name
-    client = redis.Redis.from_url(local_url)
-    keys = list(client.scan_iter(match=name + ":*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    return scratch_prefix("tops")
 
 
