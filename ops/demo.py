@@ -96,12 +96,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stack.base_env = {"S2ST_LOG_LEVEL": "warning", **stack.base_env}  # captions stay readable
     demo = Demo(stack, supervisor, room=room, lang=lang, source_lang=source_lang,
                 source=source, mic=args.mic, out=Path(args.out), speakers=args.speakers)
-    with supervisor.signals_handled():
-        try:
-            return demo.run()
-        except BaseException:
-            supervisor.kill_all()
-            raise
+    with supervisor.in_charge():
+        return demo.run()
 
 
 class Demo:
