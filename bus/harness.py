@@ -35,6 +35,7 @@ from bus.registry import SessionInfo
 from bus.runtime import dead_letter_for, decode_entry, oversized
 from bus.settings import BusSettings
 from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
+from bus.topology import Topology
 
 # What run_stage takes as an input entry: an event, or raw stream fields (to test bad input).
 Entry = Event | Mapping[str, Any]
@@ -193,6 +194,7 @@ async def run_stage(
     worker_id: str = "harness",
     setup: bool = True,
     ticks: int = 0,
+    topology: Topology | None = None,
 ) -> HarnessResult:
     """Hand ``events`` (one stream: a session, or a session and ``lang``) to ``stage`` in order
     and return what it wrote.
@@ -202,7 +204,10 @@ async def run_stage(
     ``ctx.more_pending`` is true while more of ``events`` follow (they were all written
     before the stage read them, as one read). ``ticks``: call ``on_tick`` this many times
     after the last event. ``setup=False`` skips ``setup``/``teardown`` (a stage built ready).
+    ``topology``: check the stage's writes against it, as the workers do (bus/topology.py).
     """
+    if topology is not None:
+        topology.check_input(stage.name, stage.input_family, stage.per_lang)
     entries = list(events)
     first = next((e for e in entries if isinstance(e, Event)), None)
     room = room or (first.room if first else "room")
@@ -217,7 +222,7 @@ async def run_stage(
     ctx = PartitionContext(
         stage=stage.name, worker_id=worker_id, family=stage.input_family, partition=part,
         keys=keys, client=client if client is not None else fake_client(), session=info,
-        targets=list(langs))
+        targets=list(langs), topology=topology)
     result = HarnessResult(keys, part)
     run = _Run(stage, ctx, settings, result, worker_id)
 
@@ -260,12 +265,14 @@ async def run_on_redis(
     langs: Iterable[str] = (),
     source_lang: str = "en",
     timeout_s: float = 30.0,
+    topology: Topology | None = None,
 ) -> HarnessResult:
     """The other backend of :func:`run_stage`: the same events through a real
     :class:`~bus.runtime.Worker` on the Redis of ``settings`` (use a scratch ``key_prefix``:
     everything under it is deleted afterwards). The session is registered (its room with
     ``langs`` as targets), the events written to its input stream, and the worker runs until
-    its group has acknowledged them all; every stream of the room it wrote is collected."""
+    its group has acknowledged them all; every stream of the room it wrote is collected.
+    ``topology``: the worker checks the stage's writes against it."""
     from bus.registry import Registry
     from bus.testing import run_worker, scratch_client
 
@@ -293,7 +300,7 @@ async def run_on_redis(
                        and _text(g["last-delivered-id"]) == last
                        for g in await client.xinfo_groups(key))
 
-        async with run_worker(stage, settings):
+        async with run_worker(stage, settings, topology=topology):
             async with asyncio.timeout(timeout_s):
                 while not await consumed():
                     await asyncio.sleep(0.05)

@@ -53,6 +53,7 @@ from bus.retention import RetentionSweeper
 from bus.scripts import Scripts
 from bus.settings import BusSettings
 from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
+from bus.topology import Topology
 
 log = get_logger("s2st.runtime")
 
@@ -121,8 +122,12 @@ class Worker:
         *,
         client: AnyRedis | None = None,
         middleware: list[Middleware] | None = None,
+        topology: Topology | None = None,
     ) -> None:
         self.stage = stage
+        self.topology = topology  # the stage may write only its families (bus/topology.py)
+        if topology is not None:
+            topology.check_input(stage.name, stage.input_family, stage.per_lang)
         self.settings = settings or BusSettings()
         self.keys: Keys = self.settings.keys
         self.worker_id = self.settings.worker_id
@@ -495,7 +500,7 @@ class Worker:
         ctx = PartitionContext(
             stage=self.group, worker_id=self.worker_id, family=self.stage.input_family,
             partition=part, keys=self.keys, client=self.r, session=info,
-            targets=self._targets.get(part.room, []),
+            targets=self._targets.get(part.room, []), topology=self.topology,
         )
         owned = _Owned(part, key, lease_key, ctx, self.keys.bell_of(key) or key)
         owned.wm_field = self._wm_field(part)

@@ -58,10 +58,6 @@ class DecodedWord:
         return DecodedWord(self.text, self.start + seconds, self.end + seconds, self.probability)
 
 
-# the old name, until workers/asr/stage.py imports DecodedWord (issue 18: drop it then)
-Word = DecodedWord
-
-
 @dataclass(frozen=True, slots=True)
 class DecodeRequest:
     """One buffer to decode. ``language=None`` means detect it (multilingual models only)."""

@@ -93,10 +93,6 @@ class PcmBlock:
         return np.asarray(self.audio, dtype=np.float32)
 
 
-# the old name, until workers/asr/stage.py imports PcmBlock (issue 18: drop it then)
-AudioChunk = PcmBlock
-
-
 @dataclass(frozen=True, slots=True)
 class Update:
     """A transcript event: a tentative tail (partial) or words that will never change."""
