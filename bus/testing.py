@@ -73,10 +73,14 @@ def make_chunk(room: str, session: str, seq: int, *, samples: int = 160,
     )
 
 
+def hop(stage: str, t_in: float, t_out: float) -> Hop:
+    """A hop of ``stage`` by its worker ``w-<stage>``."""
+    return Hop(stage=stage, worker=f"w-{stage}", t_in=t_in, t_out=t_out)
+
+
 def end_marker(room: str, session: str, seq: int = 0) -> ControlEvent:
     t = clock.now()
-    return ControlEvent(room=room, session=session, seq=seq, capture_start=t, capture_end=t,
-                        action="end", reason="test", emitted=t)
+    return ControlEvent.end_of(room, session, at=t, seq=seq, reason="test", emitted=t)
 
 
 async def delete_prefix(client: Any, prefix: str) -> int:
