@@ -104,3 +104,15 @@ def choose_device(devices: list[Device], wanted: str | int | None, direction: Di
         raise error(f"no {direction} device named like {wanted!r}{hint}")
     names = ", ".join(f"{d.index}: {d.name}" for d in matches)
     raise error(f"{direction} device {wanted!r} is ambiguous ({names})")
+
+
+def print_devices(devices: list[Device], none_found: str) -> int:
+    """``s2st capture/play --list-devices``: one line per device (``*`` marks the default);
+    exit status 0, or 1 with ``none_found`` when there are none."""
+    if not devices:
+        print(none_found)
+        return 1
+    for d in devices:
+        mark = "*" if d.is_default else " "
+        print(f"{mark}{d.index:3d}  {d.name}  ({d.channels} ch, {d.default_rate} Hz)")
+    return 0
