@@ -79,7 +79,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
 
     async def main(settings: BusSettings) -> int:
         try:
-            await Worker(ASRStage(config), settings).run(handle_signals=True)
+            await Worker(ASRStage(config), settings, root_family="audio").run(
+                handle_signals=True)
         except ModelNotAvailable as exc:
             print(f"s2st asr: {exc}", file=sys.stderr)
             return 2

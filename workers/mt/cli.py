@@ -106,7 +106,7 @@ def run_worker(args: argparse.Namespace) -> int:
     stage = MTStage(mt_settings_from_args(args))
 
     async def main(settings: BusSettings) -> int:
-        await Worker(stage, settings).run(handle_signals=True)
+        await Worker(stage, settings, root_family="audio").run(handle_signals=True)
         return 0
 
     try:

@@ -143,7 +143,7 @@ def _worker(args: argparse.Namespace) -> int:
         from .stage import TtsStartupError
 
         try:
-            await Worker(stage, settings).run(handle_signals=True)
+            await Worker(stage, settings, root_family="audio").run(handle_signals=True)
         except TtsStartupError as exc:
             print(f"s2st tts: {exc}", file=sys.stderr)
             return 1
