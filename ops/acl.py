@@ -52,7 +52,7 @@ DEFAULT_WORKERS = ("asr:audio:transcript", "mt:transcript:translation", "tts:tra
 # Redis's (bus/clock.py), and the janitor's script reads it
 _CONNECT = "+ping +hello +auth +client|setname +client|getname +client|id +time"
 
-# what the consumer runtime (bus/runtime.py, bus/registry.py, bus/lua/*.lua) and the
+# what the consumer runtime (bus/runtime/, bus/registry.py, bus/lua/*.lua) and the
 # stages' recovery reads use
 WORKER_COMMANDS = (
     "+evalsha +eval +script|load +script|exists "  # the Lua scripts (commands inside are checked)

@@ -395,7 +395,7 @@ def latency_windows(points: Iterable[tuple[float, float]], t0: float, width_s: f
 
 
 def dead_reason(error: str) -> str:
-    """The runtime's reason for a dead letter, from its error text (bus/runtime.py)."""
+    """The runtime's reason for a dead letter, from its error text (bus/runtime/handler.py)."""
     if error.startswith("oversized:"):
         return "oversized"
     if error.startswith("malformed:"):
