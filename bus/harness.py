@@ -3,9 +3,9 @@
 :func:`run_stage` hands the events to ``stage`` the way the runtime hands one owned stream's
 entries (``bus.runtime``): each event is written as stream fields, then decoded and handed to
 ``handle`` by the runtime's own per-entry code (:func:`~bus.runtime.handle_entry`, as a Worker
-runs it), with retries up to ``max_attempts``; ``Reject``, undecodable entries, exhausted retries and entries after the end
-marker become dead letters (:func:`~bus.runtime.dead_letter_for`, same reasons and errors);
-deduplicated emits are written only above the last (seq, part) written to that stream, as the
+runs it), with retries up to ``max_attempts``; ``Reject``, undecodable entries, exhausted retries
+and entries after the end marker become dead letters (:func:`~bus.runtime.dead_letter_for`, same
+reasons and errors); deduplicated emits are written only above the last (seq, part) written to that stream, as the
 commit script does; ``ctx.publish`` writes at once. ``setup``, ``on_acquire``, ``on_release``
 and ``teardown`` are called around the run.
 
@@ -36,6 +36,7 @@ from bus.runtime.handler import RetryPolicy, dead_letter_for, handle_entry
 from bus.settings import BusSettings
 from bus.stage import Delivery, Emit, PartitionContext, Stage
 from bus.text import as_text
+from bus.topology import Topology
 
 # What run_stage takes as an input entry: an event, or raw stream fields (to test bad input).
 Entry = Event | Mapping[str, Any]
@@ -203,6 +204,7 @@ async def run_stage(
     worker_id: str = "harness",
     setup: bool = True,
     ticks: int = 0,
+    topology: Topology | None = None,
 ) -> HarnessResult:
     """Hand ``events`` (one stream: a session, or a session and ``lang``) to ``stage`` in order
     and return what it wrote.
@@ -212,7 +214,10 @@ async def run_stage(
     ``ctx.more_pending`` is true while more of ``events`` follow (they were all written
     before the stage read them, as one read). ``ticks``: call ``on_tick`` this many times
     after the last event. ``setup=False`` skips ``setup``/``teardown`` (a stage built ready).
+    ``topology``: check the stage's writes against it, as the workers do (bus/topology.py).
     """
+    if topology is not None:
+        topology.check_input(stage.name, stage.input_family, stage.per_lang)
     entries = list(events)
     first = next((e for e in entries if isinstance(e, Event)), None)
     room = room or (first.room if first else "room")
@@ -227,7 +232,7 @@ async def run_stage(
     ctx = PartitionContext(
         stage=stage.name, worker_id=worker_id, family=stage.input_family, partition=part,
         keys=keys, client=client if client is not None else fake_client(), session=info,
-        targets=list(langs))
+        targets=list(langs), topology=topology)
     result = HarnessResult(keys, part)
     run = _Run(stage, ctx, settings, result, worker_id)
 
@@ -270,12 +275,14 @@ async def run_on_redis(
     langs: Iterable[str] = (),
     source_lang: str = "en",
     timeout_s: float = 30.0,
+    topology: Topology | None = None,
 ) -> HarnessResult:
     """The other backend of :func:`run_stage`: the same events through a real
     :class:`~bus.runtime.Worker` on the Redis of ``settings`` (use a scratch ``key_prefix``:
     everything under it is deleted afterwards). The session is registered (its room with
     ``langs`` as targets), the events written to its input stream, and the worker runs until
-    its group has acknowledged them all; every stream of the room it wrote is collected."""
+    its group has acknowledged them all; every stream of the room it wrote is collected.
+    ``topology``: the worker checks the stage's writes against it."""
     from bus.registry import Registry
     from bus.testing import run_worker, scratch_client
 
@@ -303,7 +310,7 @@ async def run_on_redis(
                        and as_text(g["last-delivered-id"]) == last
                        for g in await client.xinfo_groups(key))
 
-        async with run_worker(stage, settings):
+        async with run_worker(stage, settings, topology=topology):
             async with asyncio.timeout(timeout_s):
                 while not await consumed():
                     await asyncio.sleep(0.05)

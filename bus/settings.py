@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 import uuid
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.keys import Keys
@@ -110,34 +109,22 @@ class SettingsError(SystemExit):
     """Raised (and exits with status 2) when settings do not validate."""
 
 
+# the bus settings every command that talks to Redis takes as flags (the others: variables)
+BUS_FLAGS = ("redis_url", "redis_cluster", "key_prefix", "worker_id", "metrics_port",
+             "log_format", "log_level")
+
+
 def add_bus_options(parser: argparse.ArgumentParser) -> None:
     """Flags shared by every command that talks to Redis (each overrides its S2ST_* variable)."""
-    g = parser.add_argument_group("bus (each flag overrides its S2ST_* variable)")
-    g.add_argument("--redis-url", help="S2ST_REDIS_URL (default redis://127.0.0.1:6379/0)")
-    g.add_argument("--redis-cluster", action="store_true", default=None, help="S2ST_REDIS_CLUSTER")
-    g.add_argument("--key-prefix", help="S2ST_KEY_PREFIX (default s2st)")
-    g.add_argument("--worker-id", help="S2ST_WORKER_ID (default host-pid-random)")
-    g.add_argument("--metrics-port", type=int, help="S2ST_METRICS_PORT: serve /metrics here")
-    g.add_argument("--log-format", choices=["console", "json"], help="S2ST_LOG_FORMAT")
-    g.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    from bus.command import add_settings_flags
+
+    add_settings_flags(parser, BusSettings, title="bus (each flag overrides its S2ST_* variable)",
+                       only=BUS_FLAGS, dest_prefix="")
 
 
 def settings_from_args(args: argparse.Namespace | None = None, **overrides: Any) -> BusSettings:
-    """Environment, then flags, then explicit overrides; exits 2 with a clear message if invalid."""
-    values: dict[str, Any] = {}
-    if args is not None:
-        for name in BusSettings.model_fields:
-            value = getattr(args, name, None)
-            if value is not None:
-                values[name] = value
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return BusSettings(**values)
-    except ValidationError as exc:
-        lines = ["s2st: invalid settings:"]
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            env = f"S2ST_{loc.upper()}" if loc else "settings"
-            lines.append(f"  {env}: {err['msg']}")
-        print("\n".join(lines), file=sys.stderr)
-        raise SettingsError(2) from None
+    """Flags, then environment, then defaults (explicit overrides win over all); exits 2 with
+    a clear message if invalid (bus/command.py)."""
+    from bus.command import settings_from_args as from_args
+
+    return from_args(BusSettings, args, dest_prefix="", **overrides)

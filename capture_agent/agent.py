@@ -4,7 +4,7 @@
 
 1. the caller has already opened the source and loaded the VAD, so a bad file or a
    missing microphone fails before anything is registered;
-2. connects (RedisUnavailable: one line, exit 3 through ops.runner.run_async), refuses a
+2. connects (RedisUnavailable: one line, exit 3 through bus.command.run_async), refuses a
    session id that is already registered, registers the session;
 3. runs the capture in a thread (decoding, pacing and VAD block there) while the event
    loop publishes chunks, sends heartbeats and redraws the meter;

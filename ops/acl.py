@@ -43,9 +43,15 @@ from typing import Any
 
 from bus.ids import check_id, check_name
 from bus.keys import Keys
+from pipeline import PIPELINE
 
-# (stage, input family, output family): the stages of the pipeline
-DEFAULT_WORKERS = ("asr:audio:transcript", "mt:transcript:translation", "tts:translation:speech")
+# (stage, input family, output family): the consumer stages of the pipeline
+DEFAULT_WORKERS = tuple(f"{stage}:{PIPELINE.input_of(stage).name}:{PIPELINE.writes(stage)[0].name}"
+                        for stage in PIPELINE.workers)
+# what capture agents (and browser speakers) write: the pipeline's first family
+SOURCE = PIPELINE.root.name
+# what the player and the web page read
+PLAYER_READS = tuple(sorted(f.name for f in PIPELINE.read_by("player", "web")))
 
 # every client: connection set-up of redis-py (its CLIENT SETINFO, unknown to Redis 7.0 and
 # refused here, is ignored by redis-py), and TIME: every process measures its clock against
@@ -92,10 +98,10 @@ def capture_rule(keys: Keys, room: str) -> str:
     r = keys.room(check_id(room, "room id"))
     return (
         f"resetkeys resetchannels -@all {_CONNECT} +multi +exec +discard "
-        f"+xadd ~{r}:audio:* ~{r}:bell:audio ~{keys.prefix}:bell:audio ~{keys.announce} "
+        f"+xadd ~{r}:{SOURCE}:* ~{r}:bell:{SOURCE} ~{keys.prefix}:bell:{SOURCE} ~{keys.announce} "
         f"(+hset +hsetnx +hget +hdel +hgetall ~{r}:sessions ~{r}:status ~{r}:alive ~{r}:meta) "
         f"(+sadd ~{keys.rooms}) "
-        f"(+xrevrange %R~{r}:audio:*)"
+        f"(+xrevrange %R~{r}:{SOURCE}:*)"
     )
 
 
@@ -103,7 +109,7 @@ def player_rule(keys: Keys) -> str:
     r = f"{keys.prefix}:{{*}}"
     reads = " ".join(
         f"%R~{r}:{name}" for name in
-        ("speech:*", "transcript:*", "translation:*", "sessions", "status", "alive",
+        (*(f"{name}:*" for name in PLAYER_READS), "sessions", "status", "alive",
          "targets", "meta")
     )
     return (
@@ -120,9 +126,9 @@ def web_rule(keys: Keys) -> str:
     r = f"{keys.prefix}:{{*}}"
     return (
         f"{player_rule(keys)} +multi +exec +discard +scan "
-        f"(+xadd ~{r}:audio:* ~{r}:bell:audio ~{keys.prefix}:bell:audio) "
+        f"(+xadd ~{r}:{SOURCE}:* ~{r}:bell:{SOURCE} ~{keys.prefix}:bell:{SOURCE}) "
         f"(+hset +hsetnx +hget +hdel +hgetall ~{r}:sessions ~{r}:status ~{r}:alive ~{r}:meta) "
-        f"(+sadd ~{keys.rooms}) (+xrevrange %R~{r}:audio:*) "
+        f"(+sadd ~{keys.rooms}) (+xrevrange %R~{r}:{SOURCE}:*) "
         f"(+xlen +xinfo|groups %R~{r}:*) (+get +pttl %R~{r}:lease:*) "
         f"(+zrange %R~{keys.prefix}:workers:*) (+hgetall %R~{keys.prefix}:health:*) "
         f"(+xrevrange %R~{r}:deadletter)"
@@ -140,9 +146,9 @@ def worker_rule(keys: Keys, spec: WorkerSpec) -> str:
           keys.announce]  # the janitor announces what it ended
     # (alive is only read, but expire_session.lua is given it as a key, and Redis wants
     # full access to every key a script is given)
-    if spec.input != "audio":
+    if spec.input != SOURCE:
         # the janitor appends the end marker of a silent session (and rings its bell)
-        rw += [f"{r}:audio:*", f"{r}:bell:audio", f"{keys.prefix}:bell:audio"]
+        rw += [f"{r}:{SOURCE}:*", f"{r}:bell:{SOURCE}", f"{keys.prefix}:bell:{SOURCE}"]
     # P:{room}:<stage>:*: the stage's own per-room settings, e.g. the MT glossaries
     ro = [f"{r}:sessions", f"{r}:targets", f"{r}:meta", f"{r}:{spec.stage}:*", keys.rooms]
     return (

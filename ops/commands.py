@@ -7,8 +7,9 @@ import os
 import sys
 from typing import Any
 
+from bus.command import run_async
 from bus.settings import BusSettings, add_bus_options
-from ops.runner import run_async
+from player_agent.web.tokens import room_link as room_link  # (moved there)
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -95,17 +96,6 @@ def _worker(args: argparse.Namespace) -> int:
         return 0
 
     return run_async(args, main)
-
-
-def room_link(base_url: str, room: str | None, role: str, token: str,
-              lang: str | None = None) -> str:
-    """The link a token is handed out as (the page strips the token from the address bar)."""
-    base = base_url.rstrip("/")
-    query = f"lang={lang}&" if lang else ""
-    if role == "admin":  # the operator view (every room)
-        return f"{base}/admin?token={token}"
-    path = f"/room/{room}/speak" if role == "speaker" else f"/room/{room}"
-    return f"{base}{path}?{query}token={token}"
 
 
 def _room_token(args: argparse.Namespace) -> int:

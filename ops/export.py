@@ -26,14 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from bus.command import run_async
 from bus.events import AudioChunk, ControlEvent, Event, Speech, Transcript, Translation
 from bus.ids import InvalidId, check_id, check_lang
-from bus.keys import Keys, Partition
+from bus.keys import Keys
 from bus.registry import Registry, session_record
 from bus.settings import BusSettings, add_bus_options
-from ops.runner import run_async
 from ops.session_read import Entry, read_all, speech_langs, translation_langs
 from ops.session_view import hop_parts
+from pipeline import PIPELINE
 from player_agent.latency import percentile
 from player_agent.outputs import OUTPUT_RATE, OutputError, WavSink
 
@@ -83,23 +84,30 @@ async def load(client: Any, keys: Keys, room: str, session: str,
                langs: list[str] | None = None) -> SessionData:
     registry = Registry(client, keys)
     info = await registry.session(room, session)
-    part = Partition(room, session)
     targets = list(langs) if langs else await translation_langs(client, keys, room, session)
     streams: dict[str, list[Entry]] = {}
-    for family in ("audio", "transcript"):
-        key = keys.stream(family, part)
-        streams[keys.local_part(key)] = await read_all(client, key)
-    for lang in targets:
-        key = keys.stream("translation", Partition(room, session, lang))
-        streams[keys.local_part(key)] = await read_all(client, key)
-    speech = targets if langs else sorted(set(targets) | set(await speech_langs(client, keys, room)))
-    for lang in speech:
-        key = keys.room_stream("speech", room, lang)
-        rows = await read_all(client, key, session=session)
-        if rows or lang in targets:
-            streams[keys.local_part(key)] = rows
-            if lang not in targets:
-                targets.append(lang)
+    # the pipeline's families (docs/architecture.md): per-session ones, then per language,
+    # then the room-wide ones (this session's entries)
+    for family in PIPELINE:
+        if family.per_session and not family.per_lang:
+            key = family.key(keys, room, session)
+            streams[keys.local_part(key)] = await read_all(client, key)
+    for family in PIPELINE:
+        if family.per_session and family.per_lang:
+            for lang in targets:
+                key = family.key(keys, room, session, lang)
+                streams[keys.local_part(key)] = await read_all(client, key)
+    for family in PIPELINE:
+        if family.room_wide:
+            spoken = targets if langs else sorted(set(targets)
+                                                  | set(await speech_langs(client, keys, room)))
+            for lang in spoken:
+                key = family.key(keys, room, lang=lang)
+                rows = await read_all(client, key, session=session)
+                if rows or lang in targets:
+                    streams[keys.local_part(key)] = rows
+                    if lang not in targets:
+                        targets.append(lang)
     if info is None and not any(streams.values()):
         raise ExportError(f"unknown session {session!r} in room {room!r} "
                           "(s2st sessions --room ROOM lists them)")

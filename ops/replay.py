@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bus import clock
+from bus.command import run_async
 from bus.events import (
     AudioChunk,
     ControlEvent,
@@ -47,13 +48,13 @@ from bus.keys import Keys, Partition
 from bus.producer import Publisher
 from bus.registry import Registry, SessionInfo, session_record
 from bus.settings import BusSettings, add_bus_options
-from ops.runner import run_async
-from ops.session_read import Entry, parse_entry_id, read_all, translation_langs
+from ops.session_read import Entry, family_langs, parse_entry_id, read_all
+from pipeline import PIPELINE
 from player_agent.end_trace import has_end_marker
 
 Stage = Literal["asr", "mt", "tts"]
-STAGES: tuple[Stage, ...] = ("asr", "mt", "tts")
-FAMILY = {"asr": "audio", "mt": "transcript", "tts": "translation"}
+STAGES: tuple[Stage, ...] = PIPELINE.workers  # type: ignore[assignment]
+FAMILY = {stage: PIPELINE.input_of(stage).name for stage in STAGES}  # stage -> its input
 EPOCH_MIN = 1e9  # a time point at least this large is epoch seconds, not seconds into the session
 HEARTBEAT_S = 2.0
 BATCH = 200
@@ -166,7 +167,7 @@ def plan_writes(rows: dict[str, list[Entry]], room: str, session: str, stage: St
                 now: float) -> list[Write]:
     """Every copied event with its new stream key (the dict's keys) and when to write it."""
     writes: list[Write] = []
-    if stage == "asr":
+    if FAMILY[stage] == PIPELINE.root.name:  # the session source's stream
         [(key, entries)] = rows.items()
         delta = now - entries[0].event.capture_start
         for seq, e in enumerate(entries):
@@ -237,7 +238,7 @@ class Replay:
         await self._end(to_room, new, plan.stage, rows, "replayed")
         for key, entries in rows.items():
             result.streams[key] = len(entries)
-        if plan.stage == "asr":
+        if FAMILY[plan.stage] == PIPELINE.root.name:
             chunks = [e.event for es in rows.values() for e in es if isinstance(e.event, AudioChunk)]
             result.seconds = sum(c.samples / c.rate for c in chunks)
         return result
@@ -262,24 +263,24 @@ class Replay:
 
     async def _sources(self, plan: ReplayPlan, info: SessionInfo) -> dict[str, str]:
         """lang ('' for per-session streams) -> the original's input stream of the stage."""
-        part = Partition(plan.room, plan.session)
-        if plan.stage != "tts":
-            key = self.keys.stream(FAMILY[plan.stage], part)
+        family = PIPELINE.input_of(plan.stage)
+        if not family.per_lang:
+            key = family.key(self.keys, plan.room, plan.session)
             if not await self.r.exists(key):
                 raise ReplayError(f"session {plan.room}/{plan.session} has no "
-                                  f"{FAMILY[plan.stage]} stream (expired or never written)")
+                                  f"{family.name} stream (expired or never written)")
             return {"": key}
-        langs = await translation_langs(self.r, self.keys, plan.room, plan.session)
+        langs = await family_langs(self.r, self.keys, family, plan.room, plan.session)
         if not langs:
-            raise ReplayError(f"session {plan.room}/{plan.session} has no translation streams")
-        return {lang: self.keys.stream("translation", Partition(plan.room, plan.session, lang))
-                for lang in langs}
+            raise ReplayError(f"session {plan.room}/{plan.session} has no {family.name} streams")
+        return {lang: family.key(self.keys, plan.room, plan.session, lang) for lang in langs}
 
     async def _origin(self, plan: ReplayPlan) -> float | None:
         """Capture time of the session's first retained audio sample (times are from there)."""
-        key = self.keys.stream("audio", Partition(plan.room, plan.session))
+        root = PIPELINE.root
+        key = root.key(self.keys, plan.room, plan.session)
         for _raw, fields in await self.r.xrange(key, "-", "+", count=20):
-            if fields.get(b"type") == b"audio":
+            if fields.get(b"type") in {t.encode() for t in root.events}:
                 return float(fields[b"capture_start"])
         return None
 
@@ -299,16 +300,18 @@ class Replay:
         """Mark the stages before ``stage`` finished for the new session (and, for tts, the
         target languages without a copied stream), so no worker waits on them."""
         fields: list[str] = []
-        part = Partition(room, session)
-        if stage in ("mt", "tts"):
-            fields.append(self.keys.finished_field("asr", "audio", part))
-        if stage == "tts":
-            fields.append(self.keys.finished_field("mt", "transcript", part))
+        targets = await self.registry.room_targets(room)
+        for before in PIPELINE.upstream(stage):
+            family = PIPELINE.input_of(before)
+            fields += [self.keys.finished_field(before, family.name, Partition(room, session, lang))
+                       for lang in (targets if family.per_lang else [None])]
+        family = PIPELINE.input_of(stage)
+        if family.per_lang:
             copied = {self.keys.local_part(k).rsplit(":", 1)[1] for k in rows}
-            for lang in await self.registry.room_targets(room):
+            for lang in targets:
                 if lang not in copied:
                     fields.append(self.keys.finished_field(
-                        "tts", "translation", Partition(room, session, lang)))
+                        stage, family.name, Partition(room, session, lang)))
         if fields:
             await self.r.hset(self.keys.progress(room), mapping=dict.fromkeys(fields, "1"))
 
@@ -347,7 +350,7 @@ class Replay:
     async def _end(self, room: str, session: str, stage: Stage, rows: dict[str, list[Entry]],
                    reason: str) -> None:
         now = clock.now()
-        if stage == "asr":
+        if FAMILY[stage] == PIPELINE.root.name:  # the session source's stream
             [key] = rows
             last = await self._last_written(key)
             marker = end_marker(room, session, last, now)
@@ -378,15 +381,12 @@ async def outputs_not_ended(client: Any, keys: Keys, room: str, session: str,
     """The new session's output streams after ``stage`` that lack its end marker."""
     registry = Registry(client, keys)
     targets = await registry.room_targets(room)
-    part = Partition(room, session)
     keys_needed: list[str] = []
-    if stage == "asr":
-        keys_needed.append(keys.stream("transcript", part))
-    if stage in ("asr", "mt"):
-        keys_needed += [keys.stream("translation", Partition(room, session, lang))
-                        for lang in targets]
-    langs = targets if stage != "tts" else await translation_langs(client, keys, room, session)
-    keys_needed += [keys.room_stream("speech", room, lang) for lang in langs]
+    family = PIPELINE.input_of(stage)
+    langs = targets if not family.per_lang else await family_langs(client, keys, family, room,
+                                                                    session)
+    for out in PIPELINE.downstream(family.name):
+        keys_needed += out.keys_of(keys, room, session, targets if out.per_session else langs)
     return [key for key in keys_needed if not await has_end_marker(client, key, session)]
 
 
@@ -420,20 +420,24 @@ async def compare(client: Any, keys: Keys, original: tuple[str, str],
     """One line per output of the replay: its committed captions (or spoken texts) compared
     with the original's."""
     lines = []
-    names: list[tuple[str, str | None]] = [("transcript", None)] if stage == "asr" else []
-    if stage != "tts":
-        names += [("translation", lang) for lang in langs]
+    outputs = PIPELINE.downstream(PIPELINE.input_of(stage).name)
+    names: list[tuple[str, str | None]] = []
+    for out in outputs:
+        if out.per_session:
+            names += [(out.name, lang) for lang in (langs if out.per_lang else [None])]
     pairs = []
     for family, lang in names:
         pairs.append((f"{family}{':' + lang if lang else ''}",
                       await committed_texts(client, keys.stream(family, Partition(*original, lang))),
                       await committed_texts(client, keys.stream(family, Partition(*replayed, lang)))))
-    for lang in langs:
-        pairs.append((f"speech:{lang}",
-                      await spoken_texts(client, keys.room_stream("speech", original[0], lang),
-                                         original[1]),
-                      await spoken_texts(client, keys.room_stream("speech", replayed[0], lang),
-                                         replayed[1])))
+    for out in outputs:
+        if out.room_wide:
+            for lang in langs:
+                pairs.append((f"{out.name}:{lang}",
+                               await spoken_texts(client, out.key(keys, original[0], lang=lang),
+                                                  original[1]),
+                               await spoken_texts(client, out.key(keys, replayed[0], lang=lang),
+                                                  replayed[1])))
     for what, a, b in pairs:
         same = " ".join(a) == " ".join(b)
         lines.append(f"{what:<16} original {len(a):>3} pieces, replay {len(b):>3}: "
@@ -540,9 +544,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
                       "(are the workers of those stages running? s2st status)", file=sys.stderr)
                 return 1
             langs = await Registry(client, settings.keys).room_targets(result.room)
-            if plan.stage == "tts":
-                langs = await translation_langs(client, settings.keys, result.room,
-                                                result.session)
+            family = PIPELINE.input_of(plan.stage)
+            if family.per_lang:
+                langs = await family_langs(client, settings.keys, family, result.room,
+                                           result.session)
             for line in await compare(client, settings.keys, (plan.room, plan.session),
                                       (result.room, result.session), langs, plan.stage):
                 print(line)

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus.events import ControlEvent, Event, MalformedEvent, decode_event
-from bus.keys import Keys, Partition
+from bus.keys import Keys
+from bus.topology import Family
+from pipeline import PIPELINE
 
 BATCH = 500
 
@@ -56,22 +58,30 @@ async def read_all(client: Any, key: str, start: str = "-",
     return [e async for e in entries(client, key, start, session)]
 
 
-async def translation_langs(client: Any, keys: Keys, room: str, session: str) -> list[str]:
-    """The languages the session has a translation stream in."""
-    pattern = keys.stream("translation", Partition(room, session, "xx"))[:-2] + "*"
+async def family_langs(client: Any, keys: Keys, family: Family, room: str,
+                       session: str | None = None) -> list[str]:
+    """The languages a per-language family has a stream in: the session's (a per-session
+    family) or the room's (a room-wide one)."""
+    pattern = family.key(keys, room, session, "xx")[:-2] + "*"
     found = set()
     async for raw in client.scan_iter(match=pattern, count=500, _type="STREAM"):
         found.add(_s(raw).rsplit(":", 1)[1])
     return sorted(found)
+
+
+# the pipeline's per-language families: the session's (translations) and the room's (speech)
+_SESSION_LANGS = next(f for f in PIPELINE if f.per_session and f.per_lang)
+_ROOM_LANGS = next(f for f in PIPELINE if f.room_wide)
+
+
+async def translation_langs(client: Any, keys: Keys, room: str, session: str) -> list[str]:
+    """The languages the session has a translation stream in."""
+    return await family_langs(client, keys, _SESSION_LANGS, room, session)
 
 
 async def speech_langs(client: Any, keys: Keys, room: str) -> list[str]:
     """The languages the room has a speech stream in."""
-    pattern = keys.room_stream("speech", room, "xx")[:-2] + "*"
-    found = set()
-    async for raw in client.scan_iter(match=pattern, count=500, _type="STREAM"):
-        found.add(_s(raw).rsplit(":", 1)[1])
-    return sorted(found)
+    return await family_langs(client, keys, _ROOM_LANGS, room)
 
 
 def is_end(event: Event) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bus.command import run_async
 from bus.events import (
     AudioChunk,
     ControlEvent,
@@ -25,10 +26,10 @@ from bus.events import (
     decode_event,
 )
 from bus.ids import check_id, check_lang
-from bus.keys import Keys, Partition
+from bus.keys import Keys
 from bus.settings import BusSettings, add_bus_options
-from ops.runner import run_async
-from ops.status import _groups
+from bus.status import _groups
+from pipeline import PIPELINE
 from player_agent.latency import percentile
 
 SCAN_BATCH = 200
@@ -111,7 +112,6 @@ async def inspect_session(client: Any, keys: Keys, room: str, session: str, lang
 
     registry = Registry(client, keys)
     info = await registry.session(room, session)
-    part = Partition(room, session)
     if not langs:
         langs = await registry.room_targets(room) or sorted(
             {_s(x) for x in await client.zrange(keys.targets(room), 0, -1)})
@@ -122,31 +122,50 @@ async def inspect_session(client: Any, keys: Keys, room: str, session: str, lang
         ended = f", ended {_clock(info.ended)} ({info.reason})" if info.ended else ""
         lines.append(f"SESSION {room}/{session}  {info.status}  lang={info.source_lang}  "
                      f"speaker={info.speaker or '-'}  started {_clock(info.started)}{ended}")
-    lines += ["", *await _audio(client, keys.stream("audio", part))]
-    key = keys.stream("transcript", part)
-    rows = await last_entries(client, key, _committed, count)
-    lines += ["", await _heading(client, key, "TRANSCRIPT", len(rows))]
-    lines += [_line(e, f"utt {e.event.utterance:<3}", e.event.text) for e in rows
-              if isinstance(e.event, Transcript)]
+    # the pipeline's families along the flow: those of the session first, then, per
+    # language, the per-language ones
+    for family in PIPELINE:
+        if not family.per_lang:
+            lines += ["", *await _section(client, family.key(keys, room, session), family.events,
+                                          session, None, count)]
     for lang in langs:
-        key = keys.stream("translation", Partition(room, session, lang))
+        for family in PIPELINE:
+            if family.per_lang:
+                lines += ["", *await _section(client, family.key(keys, room, session, lang),
+                                              family.events, session, lang, count)]
+    return "\n".join(lines)
+
+
+async def _section(client: Any, key: str, events: tuple[str, ...], session: str,
+                   lang: str | None, count: int) -> list[str]:
+    """One stream's part of the view, drawn after the events it carries."""
+    if AudioChunk.TYPE in events:
+        return await _audio(client, key)
+    if Transcript.TYPE in events:
         rows = await last_entries(client, key, _committed, count)
-        lines += ["", await _heading(client, key, f"TRANSLATION {lang}", len(rows))]
+        return [await _heading(client, key, "TRANSCRIPT", len(rows)),
+                *(_line(e, f"utt {e.event.utterance:<3}", e.event.text) for e in rows
+                  if isinstance(e.event, Transcript))]
+    if Translation.TYPE in events:
+        rows = await last_entries(client, key, _committed, count)
+        lines = [await _heading(client, key, f"TRANSLATION {lang}", len(rows))]
         for e in rows:
             if isinstance(e.event, Translation):
                 lines.append(_line(e, f"src {e.event.src_seq:<3}", e.event.text))
                 lines.append(f"{'':<36}<- {e.event.source_text}  [{e.event.route}]")
-        key = keys.room_stream("speech", room, lang)
+        return lines
+    if Speech.TYPE in events:
         rows = await last_entries(
             client, key, lambda ev: isinstance(ev, Speech) and ev.session == session, count)
-        lines += ["", await _heading(client, key, f"SPEECH {lang} (this session)", len(rows))]
+        lines = [await _heading(client, key, f"SPEECH {lang} (this session)", len(rows))]
         for e in rows:
             if isinstance(e.event, Speech):
                 sp = e.event
                 lines.append(_line(e, f"{sp.duration:4.1f} s {sp.backend:<8}", sp.text,
                                    seq=f"{sp.seq}.{sp.part}"))
-        lines += _latency_table(rows)
-    return "\n".join(lines)
+        return lines + _latency_table(rows)
+    rows = await last_entries(client, key, lambda _ev: True, count)
+    return [await _heading(client, key, key, len(rows))]
 
 
 def _committed(event: Event) -> bool:

@@ -123,8 +123,7 @@ class Stack:
 
     def web_links(self, ttl_s: float = WEB_TOKEN_TTL_S) -> tuple[str, str, str]:
         """A listener and a speaker link to the first room, an admin one to the operator view."""
-        from ops.commands import room_link
-        from player_agent.web.tokens import mint
+        from player_agent.web.tokens import mint, room_link
 
         assert self.web_port is not None
         base = f"http://127.0.0.1:{self.web_port}"

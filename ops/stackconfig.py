@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from bus.ids import InvalidId, check_id, check_lang
+from pipeline import PIPELINE
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "stack.toml"
-STAGES = ("asr", "mt", "tts")
+STAGES = PIPELINE.workers  # the consumer stages, along the flow (asr, mt, tts)
 MAX_WORKERS = 64
 
 

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bus.command import add_settings_flags, run_async, settings_from_args
 from bus.settings import BusSettings, add_bus_options
-from ops.runner import run_async
+from player_agent.settings import PlaySettings, WebSettings
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -41,22 +42,12 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--from", dest="start", default="$",
                    help="where to start: live ($, default), start, an entry id, a time ago "
                    "(90s, 5m), epoch seconds or an ISO time")
-    p.add_argument("--jitter-ms", type=float, default=150.0,
-                   help="hold of a segment's first piece while other speakers are open (150)")
-    p.add_argument("--deadline-ms", type=float, default=1000.0,
-                   help="a missing piece is skipped after this wait (1000)")
-    p.add_argument("--rate", type=int, default=24000, help="output sample rate (24000)")
     p.add_argument("--until-ended", action="store_true",
                    help="exit once the room has no active session and everything was played "
                    "(exit status 4 if it gives up waiting: see --end-wait, --start-wait)")
-    p.add_argument("--end-wait", type=float, default=30.0, metavar="S",
-                   help="with --until-ended: once the room is quiet, wait this long plus the "
-                   "session's length for a session's end to reach the speech stream, then "
-                   "give up and say where it stopped (30)")
-    p.add_argument("--start-wait", type=float, default=300.0, metavar="S",
-                   help="with --until-ended: give up if nobody speaks in the room within "
-                   "this long (300)")
     p.add_argument("--json", help="write the latency summary and counts here at the end")
+    add_settings_flags(p, PlaySettings, title="player (each flag overrides its S2ST_PLAY_* "
+                       "variable)")
     add_bus_options(p)
     p.set_defaults(func=cmd_play)
 
@@ -72,16 +63,11 @@ def register(commands: Any, bench: Any) -> None:
         "(s2st room token); without it the server only starts on a loopback address, or "
         "with --no-auth.",
     )
-    w.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
-    w.add_argument("--port", type=int, default=8080, help="listen port (8080)")
     w.add_argument("--no-auth", action="store_true",
                    help="serve every room to anyone who can reach the server, without tokens "
                    "(local development; S2ST_WEB_SECRET is ignored)")
-    w.add_argument("--cert", help="serve HTTPS with this certificate (PEM; with --key)")
-    w.add_argument("--key", help="the certificate's private key (PEM)")
-    w.add_argument("--speaker-grace", type=float, default=30.0, metavar="S",
-                   help="how long a browser speaker's session waits for its page to reconnect "
-                   "after its link dropped, before it is ended (30)")
+    add_settings_flags(w, WebSettings, title="web server (each flag overrides its S2ST_WEB_* "
+                       "variable)")
     add_bus_options(w)
     w.set_defaults(func=cmd_web)
 
@@ -111,28 +97,29 @@ def cmd_play(args: argparse.Namespace) -> int:
     if not args.room or not args.lang:
         print("s2st play: --room and --lang are required", file=sys.stderr)
         return 2
+    play = settings_from_args(PlaySettings, args, program="s2st play")
     try:
-        config = _player_config(args)
+        config = _player_config(args, play)
     except ValueError as exc:
         print(f"s2st play: {exc}", file=sys.stderr)
         return 2
 
     async def main(settings: BusSettings) -> int:
-        return await _play(args, settings, config)
+        return await _play(args, settings, config, play.rate)
 
     return run_async(args, main)
 
 
-def _player_config(args: argparse.Namespace) -> Any:
+def _player_config(args: argparse.Namespace, play: PlaySettings) -> Any:
     from player_agent.player import PlayerConfig
     from player_agent.subscriber import parse_position
 
     return PlayerConfig(
         room=args.room, lang=args.lang, position=parse_position(args.start),
-        hold_s=_ms(args.jitter_ms, "--jitter-ms"), deadline_s=_ms(args.deadline_ms, "--deadline-ms"),
+        hold_s=_ms(play.jitter_ms, "--jitter-ms"), deadline_s=_ms(play.deadline_ms, "--deadline-ms"),
         until_ended=args.until_ended, session=args.session,
-        end_wait_s=_seconds(args.end_wait, "--end-wait"),
-        start_wait_s=_seconds(args.start_wait, "--start-wait"),
+        end_wait_s=_seconds(play.end_wait, "--end-wait"),
+        start_wait_s=_seconds(play.start_wait, "--start-wait"),
     )
 
 
@@ -142,7 +129,7 @@ def _seconds(value: float, name: str) -> float:
     return value
 
 
-async def _play(args: argparse.Namespace, settings: BusSettings, config: Any) -> int:
+async def _play(args: argparse.Namespace, settings: BusSettings, config: Any, rate: int) -> int:
     from bus.connection import connect
     from bus.metrics import serve_metrics
     from player_agent.outputs import OutputError, PyAudioSink, WavSink
@@ -150,8 +137,8 @@ async def _play(args: argparse.Namespace, settings: BusSettings, config: Any) ->
     from player_agent.subscriber import parse_position
 
     try:
-        sink = (WavSink(args.out, rate=args.rate, paced=not args.fast) if args.out
-                else PyAudioSink(args.device, rate=args.rate))
+        sink = (WavSink(args.out, rate=rate, paced=not args.fast) if args.out
+                else PyAudioSink(args.device, rate=rate))
     except OutputError as exc:
         print(f"s2st play: {exc}", file=sys.stderr)
         return 2
@@ -210,11 +197,11 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def web_secret(args: argparse.Namespace) -> tuple[bytes | None, str | None]:
+def web_secret(no_auth: bool, host: str) -> tuple[bytes | None, str | None]:
     """The secret pages are checked with (None: no tokens), or why the server may not start."""
     from player_agent.web.tokens import SECRET_ENV, SecretError, check_secret
 
-    if args.no_auth:
+    if no_auth:
         return None, None
     value = os.environ.get(SECRET_ENV)
     if value:
@@ -222,9 +209,9 @@ def web_secret(args: argparse.Namespace) -> tuple[bytes | None, str | None]:
             return check_secret(value), None
         except SecretError as exc:
             return None, str(exc)
-    if is_loopback(args.host):
+    if is_loopback(host):
         return None, None
-    return None, (f"refusing to serve {args.host} without access tokens: set {SECRET_ENV} "
+    return None, (f"refusing to serve {host} without access tokens: set {SECRET_ENV} "
                   "(then hand out links made by `s2st room token`), or give --no-auth to let "
                   "anyone who can reach it open every room")
 
@@ -237,12 +224,13 @@ def cmd_web(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"s2st web: needs the web extra (pip install 's2st[web]'): {exc}", file=sys.stderr)
         return 2
-    secret, refusal = web_secret(args)
-    if refusal is None and not 0 < args.speaker_grace <= 3600:
-        refusal = f"--speaker-grace must be more than 0 and at most 3600 s, got {args.speaker_grace}"
-    if refusal is None and bool(args.cert) != bool(args.key):
+    web = settings_from_args(WebSettings, args, program="s2st web")
+    secret, refusal = web_secret(args.no_auth, web.host)
+    if refusal is None and not 0 < web.speaker_grace <= 3600:
+        refusal = f"--speaker-grace must be more than 0 and at most 3600 s, got {web.speaker_grace}"
+    if refusal is None and bool(web.cert) != bool(web.key):
         refusal = "give both --cert and --key, or neither"
-    for path in (args.cert, args.key):
+    for path in (web.cert, web.key):
         if refusal is None and path and not Path(path).is_file():
             refusal = f"no such file: {path}"
     if refusal is not None:
@@ -253,21 +241,21 @@ def cmd_web(args: argparse.Namespace) -> int:
         from bus.logs import get_logger
 
         log = get_logger("player.web")
-        scheme = "https" if args.cert else "http"
-        where = f"{scheme}://{args.host}:{args.port}"
+        scheme = "https" if web.cert else "http"
+        where = f"{scheme}://{web.host}:{web.port}"
         if secret is None:
             log.warning("ACCESS TOKENS OFF: anyone who can reach the server opens every room",
                         url=where, why="--no-auth" if args.no_auth else "no S2ST_WEB_SECRET, "
                         "loopback only")
         else:
             log.info("access tokens required (s2st room token)", url=where)
-            if scheme == "http" and not is_loopback(args.host):
+            if scheme == "http" and not is_loopback(web.host):
                 log.warning("tokens and audio travel in clear text: serve HTTPS (--cert/--key) "
                             "or put a TLS proxy in front", url=where)
-        app = create_app(settings, secret=secret, speaker_grace_s=args.speaker_grace)
-        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+        app = create_app(settings, secret=secret, speaker_grace_s=web.speaker_grace)
+        server = uvicorn.Server(uvicorn.Config(app, host=web.host, port=web.port,
                                                log_level=settings.log_level, lifespan="on",
-                                               ssl_certfile=args.cert, ssl_keyfile=args.key))
+                                               ssl_certfile=web.cert, ssl_keyfile=web.key))
         # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler that was
         # there before: make that one a no-op so a clean stop exits 0 like the workers
         signal.signal(signal.SIGTERM, lambda *_: None)

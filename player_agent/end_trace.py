@@ -13,15 +13,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bus.keys import Keys, Partition
+from bus.keys import Keys
+from bus.topology import Family
+from pipeline import PIPELINE
 
-# (family, the group that reads it, who writes it), in pipeline order
-HOPS: tuple[tuple[str, str, str], ...] = (
-    ("audio", "asr", "the capture agent"),
-    ("transcript", "mt", "the asr stage"),
-    ("translation", "tts", "the mt stage"),
-    ("speech", "", "the tts stage"),
-)
+
+def _hop(family: Family) -> tuple[Family, str, str]:
+    group = next((r for r in family.readers if r in PIPELINE.workers), "")
+    writer = (f"the {family.writer} agent" if family.writer == PIPELINE.source
+              else f"the {family.writer} stage")
+    return family, group, writer
+
+
+# (family, the group that reads it, who writes it), in pipeline order (pipeline/__init__.py):
+# audio (asr, the capture agent), transcript (mt, the asr stage), translation (tts, the mt
+# stage), speech (no group, the tts stage)
+HOPS: tuple[tuple[Family, str, str], ...] = tuple(_hop(f) for f in PIPELINE)
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class EndTrace:
         text = (f"session {self.session} ({self.lang}): end marker in {where}; "
                 f"none in {missing.key}, which {missing.writer} writes")
         before = self.hops[self.hops.index(missing) - 1] if reached else None
-        if missing.family == "audio":
+        if missing.family == PIPELINE.root.name:
             state = "the stream exists" if missing.exists else "the stream does not exist"
             return f"{text} ({state}: the capture did not end its session)"
         if before is not None and before.pending is not None:
@@ -71,18 +78,14 @@ class EndTrace:
 async def trace_end(client: Any, keys: Keys, room: str, session: str, lang: str) -> EndTrace:
     hops: list[Hop] = []
     for family, group, writer in HOPS:
-        if family == "speech":
-            key = keys.room_stream("speech", room, lang)
-        elif family == "translation":
-            key = keys.stream(family, Partition(room, session, lang))
-        else:
-            key = keys.stream(family, Partition(room, session))
-        ended = await has_end_marker(client, key, session, scan=500 if family == "speech" else 5)
+        key = family.key(keys, room, session, lang if family.per_lang else None)
+        # a room-wide stream holds every session's entries: look further back in it
+        ended = await has_end_marker(client, key, session, scan=500 if family.room_wide else 5)
         exists = bool(await client.exists(key))
         pending = lag = None
         if group and exists:
             pending, lag = await _group_state(client, key, group)
-        hops.append(Hop(family, key, writer, group, ended, exists, pending, lag))
+        hops.append(Hop(family.name, key, writer, group, ended, exists, pending, lag))
     return EndTrace(session, lang, tuple(hops))
 
 

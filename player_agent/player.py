@@ -35,6 +35,7 @@ from bus.keys import Keys
 from bus.logs import get_logger
 from bus.registry import Registry, SessionInfo
 from bus.tasks import StopFlag, cancel_and_wait
+from pipeline import PIPELINE
 from player_agent.end_trace import trace_end
 from player_agent.jitter import JitterBuffer, JitterStats, Piece
 from player_agent.latency import LatencyRecorder, count_outcome
@@ -120,7 +121,9 @@ class Player:
         self.config = config
         self.sink = sink
         self.registry = Registry(client, keys)
-        self.stream = keys.room_stream("speech", config.room, config.lang)
+        # what a player reads (pipeline/__init__.py): the room's speech in its language
+        [family] = PIPELINE.reads("player")
+        self.stream = family.key(keys, config.room, lang=config.lang)
         self.buffer = JitterBuffer(config.hold_s, config.deadline_s)
         self.reader = StreamReader(client, block_ms=config.block_ms)
         self.report = PlayReport(stats=self.buffer.stats, latency=LatencyRecorder(config.lang))

@@ -22,6 +22,7 @@ from bus.runtime.ownership import Holdings, Owned, OwnershipState
 from bus.scripts import Scripts
 from bus.settings import BusSettings
 from bus.stage import PartitionContext
+from bus.topology import Topology
 
 WORKER_TTL_FACTOR = 3  # a worker stays in the worker set this many lease TTLs after a heartbeat
 
@@ -31,7 +32,8 @@ class Leases:
     ``family``."""
 
     def __init__(self, r: AnyRedis, scripts: Scripts, holdings: Holdings,
-                 settings: BusSettings, *, group: str, family: str) -> None:
+                 settings: BusSettings, *, group: str, family: str,
+                 topology: Topology | None = None) -> None:
         self.r = r
         self.scripts = scripts
         self.holdings = holdings
@@ -40,6 +42,7 @@ class Leases:
         self.group = group
         self.family = family
         self.worker_id = settings.worker_id
+        self.topology = topology  # given to each stream's context (its writes are checked)
 
     @property
     def never_after_s(self) -> float:
@@ -87,6 +90,7 @@ class Leases:
         ctx = PartitionContext(
             stage=self.group, worker_id=self.worker_id, family=self.family, partition=part,
             keys=self.keys, client=self.r, session=info, targets=targets,
+            topology=self.topology,
         )
         owned = Owned(part, key, lease_key, ctx, self.keys.bell_of(key) or key)
         owned.wm_field = self.keys.watermark_field(self.group, self.family, part)

@@ -42,6 +42,7 @@ from bus.scripts import Scripts
 from bus.settings import BusSettings
 from bus.stage import Stage
 from bus.text import as_text
+from bus.topology import Topology
 
 log = get_logger("s2st.runtime")
 
@@ -49,8 +50,10 @@ log = get_logger("s2st.runtime")
 class Worker:
     """Runs ``stage`` until stopped (SIGTERM/SIGINT or :meth:`stop`).
 
-    ``root_family``: the stream family the sessions' source writes (where a session that went
-    silent gets its end marker); None: this worker ends no silent session."""
+    ``topology``: the pipeline's declared topology; the stage may write only its families
+    (bus/topology.py). ``root_family``: the stream family the sessions' source writes (where a
+    session that went silent gets its end marker); by default the topology's root; None
+    without a topology: this worker ends no silent session."""
 
     def __init__(
         self,
@@ -59,9 +62,15 @@ class Worker:
         *,
         client: AnyRedis | None = None,
         middleware: list[Middleware] | None = None,
+        topology: Topology | None = None,
         root_family: str | None = None,
     ) -> None:
         self.stage = stage
+        self.topology = topology  # the stage may write only its families (bus/topology.py)
+        if topology is not None:
+            topology.check_input(stage.name, stage.input_family, stage.per_lang)
+            if root_family is None:
+                root_family = topology.root.name
         self.settings = settings or BusSettings()
         self.keys: Keys = self.settings.keys
         self.worker_id = self.settings.worker_id
@@ -152,7 +161,7 @@ class Worker:
             self.r, self.keys, stage=self.group, family=family, per_lang=self.stage.per_lang,
             retention_s=settings.retention_s, scripts=self.scripts)
         self.leases = Leases(self.r, self.scripts, self.holdings, settings, group=self.group,
-                             family=family)
+                             family=family, topology=self.topology)
         self.committer = Committer(
             self.holdings,
             CommitTarget(self.keys, self.group, self.worker_id, family,

@@ -40,6 +40,9 @@ MULTILINGUAL = "base"
 
 
 def register(commands: Any, bench: Any) -> None:
+    tts_bench = bench.choices.get("tts")  # registered by workers/tts/cli.py, if built
+    if tts_bench is not None:
+        tts_bench.set_defaults(intelligibility_command=_tts_intelligibility)
     p = commands.add_parser(
         "eval",
         help="quality (WER, BLEU, chrF, ASR-BLEU) and latency (StartOffset, EndOffset, AL, "
@@ -293,3 +296,9 @@ def _headline(data: dict[str, Any]) -> Sequence[str]:
         f"segment latency p50 {f(seg['p50'], unit=' s')}  p95 {f(seg['p95'], unit=' s')}  "
         f"max {f(seg['max'], unit=' s')}  (n={seg['count']})",
     ]
+
+
+def _tts_intelligibility(args: argparse.Namespace) -> int:
+    from ops.evaluation.tts_intelligibility import command
+
+    return command(args)

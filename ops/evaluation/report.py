@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.evaluation.manifest import Skipped
-from ops.evaluation.score import ClipScore, Summary, output_pieces, summarize
+from ops.evaluation.score import ClipScore, Summary, output_pieces, summarize, voice_seconds
 
 STAGE_ORDER = ("capture->asr", "asr", "asr->mt", "mt", "mt->tts", "tts", "tts->written",
                "written->player", "player")
@@ -23,6 +23,7 @@ def clip_dict(s: ClipScore) -> dict[str, Any]:
         "wer": s.wer, "bleu": s.bleu, "chrf": s.chrf, "asr_bleu": s.asr_bleu,
         **{k: v for k, v in s.latency.as_dict().items() if k != "source_s"},
         "pieces": len(run.pieces), "segments": sum(1 for p in run.pieces if p.part == 0),
+        "voices": voice_seconds(run.pieces),
         "transcript": s.hypothesis, "translation": s.translation,
         "back_transcript": s.back_transcript,
         "reference_transcript": clip.transcript,
@@ -91,7 +92,8 @@ def markdown(data: dict[str, Any], plot: Path | None) -> str:
                      f"{_f(sub['asr_bleu'], 1)}, LAAL {_f(sub['laal_s'])} s, LongYAAL "
                      f"{_f(sub['long_yaal_s'])} s, StreamLAAL {_f(sub['stream_laal_s'])} s, "
                      "segment latency "
-                     f"p50 {_f(s['p50'])} s / p95 {_f(s['p95'])} s")
+                     f"p50 {_f(s['p50'])} s / p95 {_f(s['p95'])} s"
+                     + voice_share(sub.get("voices_s") or {}))
     if data.get("by_target"):
         lines.append("")
     if plot is not None:
@@ -116,6 +118,14 @@ def markdown(data: dict[str, Any], plot: Path | None) -> str:
                   + (" ..." if len(data["skipped"]) > 12 else "")]
     lines += ["", "Definitions: docs/evaluation.md.", ""]
     return "\n".join(lines)
+
+
+def voice_share(voices: dict[str, float]) -> str:
+    """``, voices kokoro 80 % / espeak 20 %`` of the speech's seconds ('' when unknown)."""
+    total = sum(voices.values())
+    if total <= 0:
+        return ""
+    return ", voices " + " / ".join(f"{name} {100 * v / total:.0f} %" for name, v in voices.items())
 
 
 def long_form_line(data: dict[str, Any]) -> str:

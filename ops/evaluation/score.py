@@ -19,7 +19,7 @@ from ops.evaluation.latency import (
     stats,
     word_timing,
 )
-from ops.evaluation.run import ClipRun
+from ops.evaluation.run import ClipRun, Piece
 from ops.session_view import hop_parts
 
 BACK_RATE = 16_000
@@ -168,6 +168,8 @@ class Summary:
     word_timing: dict[str, Any]
     segment_latency_s: dict[str, Any]
     stages_s: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # seconds of speech each TTS backend spoke (how much of it the neural voice said)
+    voices_s: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -209,7 +211,17 @@ def summarize(scores: Sequence[ClipScore]) -> Summary:
         .as_dict(),
         stages_s={name: {**stats(v).as_dict(), "mean": float(np.mean(v))}
                   for name, v in stages.items()},
+        voices_s=voice_seconds([p for s in scores for p in s.run.pieces]),
     )
+
+
+def voice_seconds(pieces: Sequence[Piece]) -> dict[str, float]:
+    """Seconds of speech per TTS backend (``kokoro``, ``espeak``...), largest first."""
+    out: dict[str, float] = {}
+    for p in pieces:
+        name = p.event.backend or "unknown"
+        out[name] = out.get(name, 0.0) + p.event.duration
+    return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
 def _mean(values: Any) -> float | None:

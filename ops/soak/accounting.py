@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from bus.deadletters import dead_reason as dead_reason  # (moved there; read here too)
 from player_agent.latency import percentile
 
 K = TypeVar("K", int, tuple[int, int])
@@ -389,24 +390,6 @@ def latency_windows(points: Iterable[tuple[float, float]], t0: float, width_s: f
             "max": round(max(values), 3) if values else None,
         })
     return out
-
-
-# -- dead letters ---------------------------------------------------------------------------------
-
-
-def dead_reason(error: str) -> str:
-    """The runtime's reason for a dead letter, from its error text (bus/runtime/handler.py)."""
-    if error.startswith("oversized:"):
-        return "oversized"
-    if error.startswith("malformed:"):
-        return "malformed"
-    if error.startswith("rejected:"):
-        return "rejected"
-    if error.startswith("after the end of its stream"):
-        return "late"
-    if error.startswith("delivered ") and "without completing" in error:
-        return "attempts"
-    return "failed"
 
 
 # -- fencing: a paused owner must not write once its lease is gone --------------------------------

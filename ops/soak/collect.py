@@ -15,8 +15,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from bus.events import DeadLetter, MalformedEvent, decode
-from ops.soak.accounting import Rec, dead_reason, parse_entry
+from bus.deadletters import dead_entry
+from ops.soak.accounting import Rec, parse_entry
 
 _PAGE = 500
 RETRY_S = 0.5  # after a failed read (Redis restarting): wait this long, then read again
@@ -39,27 +39,6 @@ async def read_stream(client: Any, key: str) -> list[Rec]:
         if len(batch) < _PAGE:
             return out
         start = "(" + _s(batch[-1][0])
-
-
-def dead_entry(entry_id: Any, fields: Any) -> dict[str, Any] | None:
-    """A dead letter's figures: stage, stream, session, the original entry's seq, reason."""
-    try:
-        dead = decode(fields)
-    except (MalformedEvent, ValueError):
-        return None
-    if not isinstance(dead, DeadLetter):
-        return None
-    seq = dead.original.get("seq")
-    local = dead.stream.split("}:", 1)[-1]  # transcript:<session> or translation:<s>:<lang>
-    family = local.split(":", 1)[0]
-    if family == "translation":
-        family = f"translation:{local.rsplit(':', 1)[-1]}"
-    return {
-        "id": _s(entry_id), "stage": dead.stage, "worker": dead.worker, "stream": dead.stream,
-        "family": family, "session": dead.session, "reason": dead_reason(dead.error),
-        "error": dead.error[:300], "attempts": dead.attempts, "failed_at": dead.failed_at,
-        "seq": int(seq) if seq is not None and _s(seq).isdigit() else None,
-    }
 
 
 class StreamTail:

@@ -1,10 +1,10 @@
 """The operator view of `s2st web` (``/admin`` and ``/api/admin/*``, admin token).
 
 :meth:`AdminView.overview` is what the page polls: `s2st status`'s own collection
-(:func:`ops.status.collect`: rooms, targets, sessions, workers with their health records,
+(:func:`bus.status.collect`: rooms, targets, sessions, workers with their health records,
 each stream's consumer groups) folded for a page: the live sessions of each room, each
 stage's workers with the lag and pending entries of its groups summed over every stream
-(:func:`ops.status.stage_backlog`), the latency of the last minute (:class:`LatencyWindow`)
+(:func:`bus.status.stage_backlog`), the latency of the last minute (:class:`LatencyWindow`)
 and the dead letters (:func:`dead_letters`).
 """
 
@@ -15,10 +15,11 @@ import time
 from collections import Counter
 from typing import Any
 
+from bus.deadletters import dead_entry
 from bus.events import MalformedEvent, Speech, decode
 from bus.keys import Keys
-from ops.soak.collect import dead_entry
-from ops.status import collect, stage_backlog
+from bus.status import collect, stage_backlog
+from pipeline import PIPELINE
 from player_agent.latency import percentile
 
 LATENCY_WINDOW_S = 60.0
@@ -28,6 +29,8 @@ DEAD_SHOWN = 8
 CACHE_S = 1.0  # pages polling at once share one collection
 _PAGE = 200
 _MAX_PAGES = 20  # per stream and update: a backlog larger than this is caught up over polls
+# the room-wide stream the latency is measured on: what the players read (pipeline/__init__.py)
+[_SPEECH] = PIPELINE.reads("player")
 
 LATENCY_MEASURES = ("end of a segment's source audio (its capture_end) to the first piece of "
                     "its translated speech written to the room's speech stream (Redis's time "
@@ -50,10 +53,10 @@ class LatencyWindow:
                      now: float) -> None:
         """Reads what was added to the ``(room, lang)`` speech streams since the last call."""
         since_ms = int((now - self.window_s) * 1000)
-        keys_now = {keys.room_stream("speech", room, lang) for room, lang in streams}
+        keys_now = {_SPEECH.key(keys, room, lang=lang) for room, lang in streams}
         self._cursors = {k: v for k, v in self._cursors.items() if k in keys_now}
         for room, lang in streams:
-            key = keys.room_stream("speech", room, lang)
+            key = _SPEECH.key(keys, room, lang=lang)
             start = self._cursors.get(key, "")
             if not start or _id_ms(start.lstrip("(")) < since_ms:
                 start = f"{since_ms}-0"

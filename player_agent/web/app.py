@@ -284,7 +284,7 @@ def create_app(settings: BusSettings, *, hold_s: float = 0.15, deadline_s: float
             return JSONResponse({"error": exc.message}, exc.status)
         except ValueError as exc:  # (InvalidId is one)
             return JSONResponse({"error": str(exc)}, 400)
-        from ops.commands import room_link
+        from player_agent.web.tokens import room_link
 
         token, grant = mint(secret, room, role, ttl_s)
         base = os.environ.get("S2ST_WEB_URL") or str(request.base_url)

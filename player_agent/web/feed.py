@@ -25,12 +25,18 @@ from typing import Any
 from bus import clock
 from bus.events import ControlEvent, Speech, Transcript, Translation
 from bus.ids import check_id, check_lang
-from bus.keys import Keys, Partition
+from bus.keys import Keys
 from bus.registry import Registry, SessionInfo
+from pipeline import PIPELINE
 from player_agent.jitter import JitterBuffer, Piece
 from player_agent.subscriber import LIVE, Entry, StreamReader
 
 Message = dict[str, Any] | bytes
+
+# what the page reads of the pipeline (pipeline/__init__.py): the sessions' captions and the
+# room's speech; an end marker in a room-wide stream ends that session's speech
+WEB_READS = PIPELINE.read_by("web")
+ROOM_WIDE = frozenset(f.name for f in WEB_READS if f.room_wide)
 
 
 def speech_frame(speech: Speech, available: float, now: float) -> bytes:
@@ -82,7 +88,9 @@ class RoomFeed:
     async def messages(self) -> AsyncIterator[Message]:
         """The feed, forever: a sessions list first, then captions, speech and updates."""
         if self.lang is not None:
-            await self.reader.add(self.keys.room_stream("speech", self.room, self.lang), LIVE)
+            for family in WEB_READS:  # the room's speech in the page's language
+                if family.room_wide:
+                    await self.reader.add(family.key(self.keys, self.room, lang=self.lang), LIVE)
         first = True
         while True:
             now = clock.now()
@@ -123,11 +131,12 @@ class RoomFeed:
                 if info.session != self.only_session:
                     continue
                 position = "0-0"  # the speaker's own captions, all of them (after a reconnect)
-            streams: tuple[str, ...] = (
-                self.keys.stream("transcript", Partition(self.room, info.session)),)
-            if self.lang is not None:
-                streams += (self.keys.stream("translation",
-                                             Partition(self.room, info.session, self.lang)),)
+            # the session's captions: its source text, and its translation into the language
+            streams: tuple[str, ...] = tuple(
+                family.key(self.keys, self.room, info.session, self.lang if family.per_lang
+                           else None)
+                for family in WEB_READS
+                if family.per_session and (self.lang is not None or not family.per_lang))
             known = self._sessions.get(info.session)
             recent = info.active or now - info.ended < self.linger_s
             if not recent:
@@ -157,7 +166,7 @@ class RoomFeed:
             return caption_message(event, entry.read_at)
         if isinstance(event, ControlEvent) and event.action == "end":
             family = self.keys.local_part(entry.stream).split(":", 1)[0]
-            if family == "speech":
+            if family in ROOM_WIDE:
                 self.buffer.end_session(event.session)
             return {"type": "end", "session": event.session, "track": family}
         return None

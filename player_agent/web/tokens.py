@@ -183,3 +183,14 @@ def redact_server_logs(names: tuple[str, ...] = ("uvicorn", "uvicorn.error", "uv
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):
             logger.addFilter(RedactTokens())
+
+
+def room_link(base_url: str, room: str | None, role: str, token: str,
+              lang: str | None = None) -> str:
+    """The link a token is handed out as (the page strips the token from the address bar)."""
+    base = base_url.rstrip("/")
+    query = f"lang={lang}&" if lang else ""
+    if role == "admin":  # the operator view (every room)
+        return f"{base}/admin?token={token}"
+    path = f"/room/{room}/speak" if role == "speaker" else f"/room/{room}"
+    return f"{base}{path}?{query}token={token}"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from bus_helpers import fast_settings
 
-from bus.events import AudioChunk, DeadLetter, Event
+from bus.events import AudioChunk, ControlEvent, DeadLetter, Event, Transcript
 from bus.harness import Entry, HarnessError, HarnessResult, NoRedis, run_on_redis, run_stage
 from bus.keys import Partition
 from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
@@ -148,3 +148,53 @@ async def test_without_a_redis_a_raw_reading_stage_is_told_clearly() -> None:
 
     with pytest.raises(HarnessError, match=r"ctx\.redis\.xrevrange"):
         await run_stage(Raw(), [make_chunk(ROOM, SESSION, 0)], client=NoRedis())
+
+
+class Thin(Stage):
+    """A stage in the thin shape: it declares what it reads and where the end marker goes,
+    and handles only data events; it also reads its input back, newest first, at the end."""
+
+    name, input_family = "thin", "audio"
+    accepts = (AudioChunk,)
+    wrong_input = "a thin stage reads audio chunks, not {type!r} events"
+
+    def __init__(self) -> None:
+        self.read_back: list[list[str]] = []
+
+    def end_outputs(self, ctx: PartitionContext) -> list[str]:
+        return [ctx.stream("copied"), ctx.stream("copied", "es")]
+
+    async def on_event(self, ctx: PartitionContext, event: Event,
+                       delivery: Delivery) -> list[Emit]:
+        return [Emit(ctx.stream("copied"), ctx.derive(type(event), event, t_in=delivery.t_in,
+                                                      **event.model_dump(exclude=_BASE)))]
+
+    async def on_end(self, ctx: PartitionContext, delivery: Delivery) -> list[Emit]:
+        self.read_back = [
+            [i for i, _e in await ctx.read(ctx.input_key)][::-1],
+            [i for i, _e in await ctx.read_reverse(ctx.input_key)],
+            [i async for i, _e in ctx.newest_first(ctx.input_key, batch=2)],
+        ]
+        return await super().on_end(ctx, delivery)
+
+
+_BASE = {"room", "session", "capture_start", "capture_end", "trace", "emitted"}
+
+
+async def test_a_thin_stage_gets_data_events_and_forwards_the_end_marker() -> None:
+    t = make_chunk(ROOM, SESSION, 0).capture_start
+    start = ControlEvent(room=ROOM, session=SESSION, seq=0, capture_start=t, capture_end=t,
+                         action="start")
+    text = Transcript(room=ROOM, session=SESSION, seq=2, capture_start=t, capture_end=t,
+                      kind="committed", utterance=0, text="hi", lang="en", sample_start=0,
+                      sample_end=0)
+    stage = Thin()
+    result = await run_stage(stage, [make_chunk(ROOM, SESSION, 0), start, make_chunk(
+        ROOM, SESSION, 1), text, end_marker(ROOM, SESSION, seq=7)])
+    assert [(e.type, e.seq) for e in result.stream("copied")] == [
+        ("audio", 0), ("audio", 1), ("control", 7)]
+    assert [(e.type, e.seq) for e in result.stream("copied", "es")] == [("control", 7)]
+    assert [(d.error, d.attempts) for d in result.dead] == [
+        ("rejected: a thin stage reads audio chunks, not 'transcript' events", 1)]
+    newest_first, reverse, paged = stage.read_back
+    assert len(newest_first) == 5 and reverse == newest_first and paged == newest_first

@@ -75,6 +75,10 @@ def test_eval_speaks_a_clip_through_the_stack_and_scores_it(
     # LAAL >= AL: over-generation is not rewarded
     assert data["al_s"] <= data["laal_s"] + 1e-6 and 0 < data["laal_s"] < 11.4 + 30
     assert 0 < clip["segment_latency_s"]["p50"] <= clip["segment_latency_s"]["max"] < 30
+    # the seconds each voice said: all espeak-ng here, no more than the player played
+    assert list(clip["voices"]) == list(data["voices_s"]) == ["espeak"]
+    played_s = len(sf.read(clip["played_wav"])[0]) / sf.info(clip["played_wav"]).samplerate
+    assert 0.5 < clip["voices"]["espeak"] <= played_s + 0.1
     stages = data["stages_s"]
     assert {"asr", "mt", "tts", "player"} <= set(stages)
     total = sum(v["mean"] for v in stages.values())

@@ -10,9 +10,9 @@ import pytest
 
 from ops.cli import build_parser
 from ops.evaluation.manifest import load
+from ops.evaluation.tts_intelligibility import REAL, Voice, format_report, reference_texts, run
 from workers.tts.backends.base import Audio, SynthesisError
 from workers.tts.backends.espeak import EspeakSynthesizer
-from workers.tts.intelligibility import REAL, Voice, format_report, reference_texts, run
 
 
 class Garbled(EspeakSynthesizer):

@@ -20,9 +20,11 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 
 def _register_worker(commands: argparse._SubParsersAction) -> None:
+    from bus.command import add_settings_flags
     from bus.settings import add_bus_options
 
-    env = os.environ.get
+    from .settings import ASRSettings
+
     p = commands.add_parser(
         "asr",
         help="run an ASR worker: audio chunks -> partial and committed transcripts",
@@ -32,55 +34,26 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
             "its S2ST_ASR_* variable."
         ),
     )
-    p.add_argument("--model", default=env("S2ST_ASR_MODEL", "tiny.en"),
-                   help="tiny.en, base, small, large-v3... or a local folder (S2ST_ASR_MODEL)")
-    p.add_argument("--device", default=env("S2ST_ASR_DEVICE", "auto"), help="auto, cpu or cuda")
-    p.add_argument("--compute-type", default=env("S2ST_ASR_COMPUTE_TYPE", "auto"),
-                   help="auto: int8 on CPU, float16 on CUDA")
-    p.add_argument("--threads", type=int, default=_int_env("S2ST_ASR_THREADS"),
-                   help="CPU threads of the model")
-    p.add_argument("--task", choices=["transcribe", "translate", "auto"],
-                   default=env("S2ST_ASR_TASK", "transcribe"),
-                   help="translate: Whisper writes English text from any language; auto: it "
-                        "does so for sessions of rooms that listen only in English")
-    p.add_argument("--language", default=env("S2ST_ASR_LANGUAGE"),
-                   help="override the sessions' source language (e.g. auto)")
-    p.add_argument("--min-decode-s", type=float,
-                   default=float(env("S2ST_ASR_MIN_DECODE_S", "0.5")),
-                   help="new audio needed before an utterance is decoded again")
-    p.add_argument("--beam-size", type=int, default=int(env("S2ST_ASR_BEAM_SIZE", "1")))
-    p.add_argument("--max-batch", type=int, default=int(env("S2ST_ASR_MAX_BATCH", "16")),
-                   help="sessions decoded together in one batch")
+    add_settings_flags(p, ASRSettings, title="ASR (each flag overrides its S2ST_ASR_* variable)")
     add_bus_options(p)
     p.set_defaults(func=run_worker_command)
 
 
-def _int_env(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value else None
-
-
 def run_worker_command(args: argparse.Namespace) -> int:
+    from bus.command import run_async, settings_from_args
     from bus.runtime import Worker
     from bus.settings import BusSettings
-    from ops.runner import run_async
+    from pipeline import PIPELINE
 
     from .models import ModelNotAvailable
-    from .stage import ASRConfig, ASRStage
+    from .settings import ASRSettings
+    from .stage import ASRStage
 
-    if args.min_decode_s <= 0 or args.beam_size < 1 or args.max_batch < 1:
-        print("s2st asr: --min-decode-s must be > 0, --beam-size and --max-batch >= 1",
-              file=sys.stderr)
-        return 2
-    config = ASRConfig(model=args.model, device=args.device, compute_type=args.compute_type,
-                       cpu_threads=args.threads, task=args.task, language=args.language,
-                       min_decode_s=args.min_decode_s, beam_size=args.beam_size,
-                       max_batch=args.max_batch)
+    config = settings_from_args(ASRSettings, args, program="s2st asr").config()
 
     async def main(settings: BusSettings) -> int:
         try:
-            await Worker(ASRStage(config), settings, root_family="audio").run(
-                handle_signals=True)
+            await Worker(ASRStage(config), settings, topology=PIPELINE).run(handle_signals=True)
         except ModelNotAvailable as exc:
             print(f"s2st asr: {exc}", file=sys.stderr)
             return 2

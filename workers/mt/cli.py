@@ -4,34 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 from pathlib import Path
 from typing import Any
 
+from bus.command import add_settings_flags
 from bus.settings import BusSettings, add_bus_options
 
+from .settings import MTWorkerSettings, mt_settings
+
 DEFAULT_PAIRS = "en-es,en-ca,es-en,fr-en,pt-en"
-
-# flag -> environment variable of the MT settings (a flag overrides its variable)
-MT_FLAGS = {
-    "backends": ("S2ST_MT_BACKENDS", "pair rules, e.g. 'en-es=opus|apertium,*=apertium' (default *=apertium)"),
-    "pivots": ("S2ST_MT_PIVOTS", "pivot languages tried in order (default en,es)"),
-    "models": ("S2ST_MT_MODELS", "JSON object naming model backends"),
-    "hold_timeout_s": ("S2ST_MT_HOLD_TIMEOUT_S", "longest wait of mid-sentence text (default 1.5)"),
-    "idle_hold_s": ("S2ST_MT_IDLE_HOLD_S",
-                    "its wait when the listener has nothing left to hear (default 0.5)"),
-    "min_clause_words": ("S2ST_MT_MIN_CLAUSE_WORDS", "words before a comma counts as a boundary (default 5)"),
-    "context": ("S2ST_MT_CONTEXT", "previous sentences given to backends (default 3)"),
-    "captions": ("S2ST_MT_CAPTIONS", "live captions: auto (fast routes only), on, off"),
-    "caption_interval_s": ("S2ST_MT_CAPTION_INTERVAL_S", "least time between two captions (default 0.5)"),
-    "apertium_timeout_s": ("S2ST_MT_APERTIUM_TIMEOUT_S", "longest Apertium call (default 10)"),
-    "model_fallback": ("S2ST_MT_MODEL_FALLBACK",
-                       "a model a rule names that cannot load: off (default) stops the worker at "
-                       "start, on translates its pairs with the next backend of their rule"),
-}
-
 
 def register(commands: Any, bench: Any) -> None:
     worker = commands.add_parser(
@@ -44,10 +27,8 @@ def register(commands: Any, bench: Any) -> None:
             "Stops cleanly on SIGTERM/SIGINT (drains, releases its streams, exits 0)."
         ),
     )
-    g = worker.add_argument_group("MT (each flag overrides its S2ST_MT_* variable)")
-    for name, (env, text) in MT_FLAGS.items():
-        g.add_argument("--" + name.replace("_", "-"), dest=f"mt_{name}", metavar="VALUE",
-                       help=f"{env}: {text}")
+    add_settings_flags(worker, MTWorkerSettings,
+                       title="MT (each flag overrides its S2ST_MT_* variable)")
     add_bus_options(worker)
     worker.set_defaults(func=run_worker)
 
@@ -82,23 +63,17 @@ def register(commands: Any, bench: Any) -> None:
 
 def mt_settings_from_args(args: argparse.Namespace) -> Any:
     """The MT settings from the environment and flags; exits 2 with a clear message if invalid."""
-    from .config import MTSettings
-
-    env = dict(os.environ)
-    for name, (var, _text) in MT_FLAGS.items():
-        value = getattr(args, f"mt_{name}", None)
-        if value is not None:
-            env[var] = value
     try:
-        return MTSettings.from_env(env)
+        return mt_settings(args)
     except ValueError as exc:
         print(f"s2st mt: invalid MT settings: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    from bus.command import run_async
     from bus.runtime import Worker
-    from ops.runner import run_async
+    from pipeline import PIPELINE
 
     from .errors import StartupError
     from .stage import MTStage
@@ -106,7 +81,7 @@ def run_worker(args: argparse.Namespace) -> int:
     stage = MTStage(mt_settings_from_args(args))
 
     async def main(settings: BusSettings) -> int:
-        await Worker(stage, settings, root_family="audio").run(handle_signals=True)
+        await Worker(stage, settings, topology=PIPELINE).run(handle_signals=True)
         return 0
 
     try:

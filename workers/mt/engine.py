@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, cast
 
+from bus.events import Transcript
+
 from . import langs, metrics
 from .captions import CaptionStabilizer
 from .casing import ends_sentence, fit_span
@@ -66,6 +68,12 @@ class TranscriptIn:
             raise InputRejected(f"transcript event without {exc.args[0]!r}") from exc
         except (TypeError, ValueError) as exc:
             raise InputRejected(f"malformed transcript event: {exc}") from exc
+
+
+# What the engine takes: the bus's (validated) transcript event, or the engine's own record
+# (benchmarks and tests; a hand-made dict through TranscriptIn.from_event). Only the fields of
+# TranscriptIn are read; the utterance is an opaque id (the engine's outputs carry it as text).
+TranscriptEvent = TranscriptIn | Transcript
 
 
 def _not_text(value: object) -> str:
@@ -166,7 +174,7 @@ class SessionEngine:
         self.skipped: deque[Skip] = deque(maxlen=100)
         self.stats: Counter[str] = Counter()
         self._targets: dict[str, _Target] = {}
-        self._last_partial: TranscriptIn | None = None
+        self._last_partial: TranscriptEvent | None = None
         self._warned: set[tuple[str, str, str]] = set()
         self.glossary: dict[str, dict[str, str]] = {}  # target language -> {term: translation}
         self._sentence_open = False  # the last span released did not end its sentence
@@ -217,20 +225,20 @@ class SessionEngine:
 
     # --- events ----------------------------------------------------------------------------
 
-    def on_transcript(self, event: TranscriptIn, now: float) -> list[TranslationOut]:
+    def on_transcript(self, event: TranscriptEvent, now: float) -> list[TranslationOut]:
         if event.kind == "committed":
             return self.on_committed(event, now)
         if event.kind == "partial":
             return self.on_partial(event, now)
         raise InputRejected(f"unknown transcript kind {event.kind!r}")
 
-    def on_committed(self, event: TranscriptIn, now: float) -> list[TranslationOut]:
+    def on_committed(self, event: TranscriptEvent, now: float) -> list[TranslationOut]:
         """A committed piece: returns the translations of whatever it completed."""
         piece = self._piece(event)
         spans = self.segmenter.push(piece, now)
         return self._translate_spans(spans)
 
-    def on_partial(self, event: TranscriptIn, now: float) -> list[TranslationOut]:
+    def on_partial(self, event: TranscriptEvent, now: float) -> list[TranslationOut]:
         """A partial transcript (the utterance's not yet committed words): captions only."""
         src = self._lang(event.lang)
         self._check_length(event.text)
@@ -278,7 +286,7 @@ class SessionEngine:
                 f"transcript of {words} words is over the limit of {self.config.max_input_words}"
             )
 
-    def _piece(self, event: TranscriptIn) -> Piece:
+    def _piece(self, event: TranscriptEvent) -> Piece:
         if not isinstance(event.text, str):
             raise InputRejected(f"transcript text is {type(event.text).__name__}, not str")
         self._check_length(event.text)
@@ -286,7 +294,7 @@ class SessionEngine:
             self.stats["empty"] += 1
             log.info("session %s: empty committed transcript seq %d skipped", self.session, event.seq)
         return Piece(
-            seq=event.seq, text=event.text, lang=self._lang(event.lang), utterance=event.utterance,
+            seq=event.seq, text=event.text, lang=self._lang(event.lang), utterance=str(event.utterance),
             sample_start=event.sample_start, sample_end=event.sample_end,
             capture_start=event.capture_start, capture_end=event.capture_end, final=event.final,
         )
@@ -371,7 +379,7 @@ class SessionEngine:
     def _caption(
         self,
         stabilizer: CaptionStabilizer,
-        event: TranscriptIn,
+        event: TranscriptEvent,
         src: str,
         tgt: str,
         source: str | None,
@@ -388,12 +396,12 @@ class SessionEngine:
         return [self._caption_out(event, src, tgt, caption.text, caption.source_text)]
 
     def _caption_out(
-        self, event: TranscriptIn, src: str, tgt: str, text: str, source_text: str
+        self, event: TranscriptEvent, src: str, tgt: str, text: str, source_text: str
     ) -> TranslationOut:
         resume_seq, resume_offset = self.segmenter.resume_point
         return TranslationOut(
             kind="partial", lang=tgt, src_lang=src, text=text, source_text=source_text,
-            route=str(self.router.route(src, tgt)), utterance=event.utterance,
+            route=str(self.router.route(src, tgt)), utterance=str(event.utterance),
             src_seq=event.seq, src_seq_first=event.seq,
             sample_start=event.sample_start, sample_end=event.sample_end,
             capture_start=event.capture_start, capture_end=event.capture_end,

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bus import clock
-from bus.events import ControlEvent, Event, Transcript, Translation
+from bus.events import Event, Transcript, Translation
 from bus.logs import get_logger
 from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
 
 from . import langs
 from .config import MTSettings, build_router
-from .engine import SessionEngine, Skip, TranscriptIn, TranslationOut
+from .engine import SessionEngine, Skip, TranslationOut
 from .errors import BackendUnavailable, InputRejected, MTError, StartupError
 from .glossary import GlossaryCache
 from .router import Router
@@ -66,6 +66,8 @@ def _normalize(code: str) -> str:
 class MTStage(Stage):
     name = "mt"
     input_family = "transcript"
+    accepts = (Transcript,)
+    wrong_input = "the mt stage reads transcripts, not {type!r} events"
     tick_interval_s = 0.2
     glossary_refresh_s = 2.0  # how often a room's glossary is re-read from Redis
 
@@ -151,29 +153,35 @@ class MTStage(Stage):
     # --- input ---------------------------------------------------------------------------
 
     async def handle(self, ctx: PartitionContext, delivery: Delivery) -> list[Emit]:
-        state = await self._session(ctx)
-        event = delivery.event
-        await self._refresh_targets(ctx, state)
-        if delivery.is_end:
-            outs = await asyncio.to_thread(state.engine.end)
-            emits = self._emits(ctx, state, outs)
-            marker = ctx.end_marker(event, t_in=delivery.t_in, seq=event.seq)
-            for code in sorted(state.streams_written | set(state.room_targets)):
-                emits.append(Emit(ctx.stream("translation", code), marker, dedup=False))
-            return emits
-        if isinstance(event, ControlEvent):
-            return []  # start or targets announcements: nothing to translate
-        if not isinstance(event, Transcript):
-            raise Reject(f"the mt stage reads transcripts, not {event.type!r} events")
+        """Every entry (control events included) first brings the room's targets and glossary
+        up to date; then the base class dispatches it."""
+        await self._refresh_targets(ctx, await self._session(ctx))
+        return await super().handle(ctx, delivery)
+
+    def end_outputs(self, ctx: PartitionContext) -> list[str]:
+        """Every translation stream written or wanted (the room's targets)."""
+        state: _Session = ctx.state
+        return [ctx.stream("translation", code)
+                for code in sorted(state.streams_written | set(state.room_targets))]
+
+    async def on_end(self, ctx: PartitionContext, delivery: Delivery) -> list[Emit]:
+        """Translate what is held, then forward the end marker."""
+        state: _Session = ctx.state
+        outs = await asyncio.to_thread(state.engine.end)
+        return self._emits(ctx, state, outs) + self.forward_end(ctx, delivery)
+
+    async def on_event(self, ctx: PartitionContext, event: Event,
+                       delivery: Delivery) -> list[Emit]:
+        assert isinstance(event, Transcript)
+        state: _Session = ctx.state
         try:
-            piece = TranscriptIn.from_event(event.model_dump())
-            if piece.kind == "committed":
-                outs = await asyncio.to_thread(self._committed, state, piece, time.monotonic())
+            if event.kind == "committed":
+                outs = await asyncio.to_thread(self._committed, state, event, time.monotonic())
                 state.sources[event.seq] = (event, delivery.t_in)
             else:
                 if ctx.more_pending or self.settings.engine.captions == "off":
                     return []  # a newer transcript is already queued: caption that one
-                outs = await asyncio.to_thread(state.engine.on_partial, piece, time.monotonic())
+                outs = await asyncio.to_thread(state.engine.on_partial, event, time.monotonic())
                 state.partial = (event, delivery.t_in)
         except InputRejected as exc:
             raise Reject(str(exc)) from exc
@@ -190,8 +198,8 @@ class MTStage(Stage):
     # --- engine calls (in a worker thread) ---------------------------------------------------
 
     @staticmethod
-    def _committed(state: _Session, piece: TranscriptIn, now: float) -> list[TranslationOut]:
-        outs = state.engine.on_committed(piece, now)
+    def _committed(state: _Session, event: Transcript, now: float) -> list[TranslationOut]:
+        outs = state.engine.on_committed(event, now)
         return outs + state.engine.tick(now)  # a busy stream gets no on_tick: time out here too
 
     @staticmethod
@@ -201,7 +209,7 @@ class MTStage(Stage):
         engine.set_targets([])
         for event in pieces:
             try:
-                engine.on_committed(TranscriptIn.from_event(event.model_dump()), now)
+                engine.on_committed(event, now)
             except InputRejected:
                 continue  # it was dead-lettered
             state.sources[event.seq] = (event, clock.now())

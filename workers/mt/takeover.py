@@ -12,7 +12,8 @@ have published another translation ending with a piece). So a new owner finds th
 *checkpoint* in the most advanced translation stream and re-feeds the committed transcript
 pieces after it that the previous owner had handled (acknowledged), without translating: the
 segmenter then holds exactly what the previous owner held, and the spans it releases on the
-way were published already.
+way were published already. Everything is read back through the context
+(``ctx.newest_first``, ``ctx.acknowledged_end``), not Redis itself.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from redis.exceptions import ResponseError
-
-from bus.events import MalformedEvent, Transcript, Translation, decode_event
+from bus.events import Transcript, Translation
 from bus.stage import PartitionContext
 
 from .engine import TranslationOut
@@ -50,26 +49,8 @@ class Checkpoint:
     last_seq: int = -1  # seq of the most advanced translation found (-1: none)
 
 
-async def _newest_first(ctx: PartitionContext, key: str, end: str = "+") -> AsyncIterator[tuple[str, object]]:
-    """Decoded entries of ``key``, newest first, read in batches (undecodable ones skipped)."""
-    while True:
-        batch = await ctx.redis.xrevrange(key, end, "-", count=_BATCH)
-        if not batch:
-            return
-        for raw_id, fields in batch:
-            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-            try:
-                yield entry_id, decode_event(fields)
-            except (MalformedEvent, ValueError):
-                continue
-        if len(batch) < _BATCH:
-            return
-        last = batch[-1][0]
-        end = "(" + (last.decode() if isinstance(last, bytes) else str(last))
-
-
 async def _committed(ctx: PartitionContext, key: str) -> AsyncIterator[Translation]:
-    async for _entry_id, event in _newest_first(ctx, key):
+    async for _entry_id, event in ctx.newest_first(key, batch=_BATCH):
         if isinstance(event, Translation) and event.kind == "committed":
             yield event
 
@@ -101,27 +82,11 @@ async def find_checkpoint(ctx: PartitionContext, langs: list[str], context_size:
 async def handled_pieces(ctx: PartitionContext, resume_seq: int) -> list[Transcript]:
     """The committed transcript pieces with seq >= ``resume_seq`` that this stage's group has
     handled already (acknowledged: before the first pending entry), oldest first."""
-    key = ctx.input_key
-    try:
-        pending = await ctx.redis.xpending(key, ctx.stage)
-    except ResponseError as exc:
-        if "NOGROUP" in str(exc):
-            return []  # nobody read the stream yet
-        raise
-    if pending and int(pending.get("pending") or 0) > 0:
-        first = pending["min"]
-        end = "(" + (first.decode() if isinstance(first, bytes) else str(first))
-    else:
-        end = ""
-        for group in await ctx.redis.xinfo_groups(key):
-            name = group["name"].decode() if isinstance(group["name"], bytes) else str(group["name"])
-            if name == ctx.stage:
-                last = group["last-delivered-id"]
-                end = last.decode() if isinstance(last, bytes) else str(last)
-        if end in ("", "0-0"):
-            return []
+    end = await ctx.acknowledged_end()
+    if end is None:
+        return []
     pieces: list[Transcript] = []
-    async for _entry_id, event in _newest_first(ctx, key, end):
+    async for _entry_id, event in ctx.newest_first(ctx.input_key, end, batch=_BATCH):
         if isinstance(event, Transcript) and event.kind == "committed":
             if event.seq < resume_seq:
                 break

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
+from bus.command import add_settings_flags, env_from_args
 from bus.settings import BusSettings, add_bus_options
 
-# the voices `s2st bench tts --intelligibility` measures (workers.tts.intelligibility)
+from .settings import TTSWorkerSettings
+
+# the voices `s2st bench tts --intelligibility` measures (ops.evaluation.tts_intelligibility)
 DEFAULT_VOICES = ("kokoro:es", "espeak:es", "piper:en", "espeak:en", "edge:es")
-
-# flag -> the S2ST_TTS_* variable it overrides
-_TTS_FLAGS = {
-    "backends": "S2ST_TTS_BACKENDS",
-    "fallback": "S2ST_TTS_FALLBACK",
-    "first_words": "S2ST_TTS_FIRST_WORDS",
-    "max_words": "S2ST_TTS_MAX_WORDS",
-    "max_chars": "S2ST_TTS_MAX_CHARS",
-    "loudness_dbfs": "S2ST_TTS_LOUDNESS_DBFS",
-    "threads": "S2ST_TTS_THREADS",
-    "parallel": "S2ST_TTS_PARALLEL",
-    "warm": "S2ST_TTS_WARM",
-    "max_rtf": "S2ST_TTS_MAX_RTF",
-}
-
 
 def register(commands: Any, bench: Any) -> None:
     """Add the TTS subcommands to the `s2st` parser (heavy imports happen when run)."""
@@ -86,19 +73,14 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _intelligibility(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from . import intelligibility
-
-    if args.limit is not None and args.limit < 1:
-        raise SystemExit("--limit must be at least 1")
-    voices = [intelligibility.Voice.parse(v) for v in args.voices.split(",") if v.strip()]
-    report = intelligibility.run(
-        voices, manifest=Path(args.manifest) if args.manifest else None, limit=args.limit,
-        ceiling=not args.no_ceiling, online=args.online, json_path=args.json,
-        progress=lambda line: print(line, file=sys.stderr, flush=True))
-    print(intelligibility.format_report(report))
-    return 0
+    # set by ops/evaluation/cli.py (ops.evaluation.tts_intelligibility.command): the
+    # measurement uses the evaluation's scorer, which sits above this package
+    command = getattr(args, "intelligibility_command", None)
+    if command is None:
+        print("s2st bench tts --intelligibility: needs the evaluation tools (ops.evaluation)",
+              file=sys.stderr)
+        return 2
+    return int(command(args) or 0)
 
 
 def _register_worker(commands: Any) -> None:
@@ -111,25 +93,14 @@ def _register_worker(commands: Any) -> None:
             "Stops cleanly on SIGTERM/SIGINT (finishes the segment in hand, exits 0)."
         ),
     )
-    g = parser.add_argument_group("TTS (each flag overrides its S2ST_TTS_* variable)")
-    g.add_argument("--backends", help="S2ST_TTS_BACKENDS, e.g. es=kokoro,en=piper,*=espeak")
-    g.add_argument("--fallback", help="S2ST_TTS_FALLBACK (default espeak; empty: none)")
-    g.add_argument("--first-words", help="S2ST_TTS_FIRST_WORDS: words in a first piece (4)")
-    g.add_argument("--max-words", help="S2ST_TTS_MAX_WORDS: words in any piece (24)")
-    g.add_argument("--max-chars", help="S2ST_TTS_MAX_CHARS: longer text is cut (2000)")
-    g.add_argument("--loudness-dbfs", help="S2ST_TTS_LOUDNESS_DBFS: target level (-23)")
-    g.add_argument("--threads", help="S2ST_TTS_THREADS: onnxruntime threads per voice")
-    g.add_argument("--parallel", help="S2ST_TTS_PARALLEL: pieces synthesized at once (1)")
-    g.add_argument("--warm", help="S2ST_TTS_WARM: languages to load at start "
-                   "(default: those named in the backend table; 'none': load on first use)")
-    g.add_argument("--max-rtf", help="S2ST_TTS_MAX_RTF: per piece, a voice whose running "
-                   "real-time factor here is above this passes the piece on (0: no check)")
+    add_settings_flags(parser, TTSWorkerSettings,
+                       title="TTS (each flag overrides its S2ST_TTS_* variable)")
     add_bus_options(parser)
     parser.set_defaults(func=_worker)
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from ops.runner import run_async
+    from bus.command import run_async
 
     try:
         stage = build_stage(args)
@@ -139,11 +110,12 @@ def _worker(args: argparse.Namespace) -> int:
 
     async def main(settings: BusSettings) -> int:
         from bus.runtime import Worker
+        from pipeline import PIPELINE
 
         from .stage import TtsStartupError
 
         try:
-            await Worker(stage, settings, root_family="audio").run(handle_signals=True)
+            await Worker(stage, settings, topology=PIPELINE).run(handle_signals=True)
         except TtsStartupError as exc:
             print(f"s2st tts: {exc}", file=sys.stderr)
             return 1
@@ -158,16 +130,14 @@ def build_stage(args: argparse.Namespace, env: dict[str, str] | None = None) -> 
     from .engine import TtsEngine
     from .stage import TTSStage
 
-    env = dict(os.environ if env is None else env)
-    for flag, variable in _TTS_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            env[variable] = str(value)
+    env = env_from_args(TTSWorkerSettings, args, env)
     config = TtsConfig.from_env(env)
     threads = _positive(env, "S2ST_TTS_THREADS")
     parallel = _positive(env, "S2ST_TTS_PARALLEL") or 1
     if threads is not None:
-        os.environ["S2ST_TTS_THREADS"] = str(threads)  # read by the ONNX voices when they load
+        from .backends._onnx import set_cpu_threads
+
+        set_cpu_threads(threads)  # for the ONNX voices when they load
     warm = env.get("S2ST_TTS_WARM", "").strip()
     warm_langs = None
     if warm:

@@ -9,7 +9,8 @@ mid-segment, the segment is redelivered, synthesized again, and the parts alread
 are skipped by the bus's deduplication on (session, seq, part).
 
 Partial translations (captions) are acknowledged and ignored. The end marker is forwarded
-to the room's speech stream.
+to the room's speech stream. Start-up (which voices to load, their first speed figures) is
+in :mod:`workers.tts.warmup`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Iterator, Sequence
 
 from bus import clock
-from bus.events import ControlEvent, Speech, Translation
+from bus.events import Event, Speech, Translation
 from bus.logs import get_logger
 from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
 
@@ -30,41 +31,14 @@ from .backends import base_lang
 from .config import TtsConfig
 from .engine import SpeechPiece, Timing, TtsEngine
 from .pacing import Pacer
+from .warmup import TtsStartupError, check_ready, default_warm_langs, measure
+
+__all__ = ["StreamLost", "TTSStage", "TtsStartupError", "default_warm_langs"]
 
 log = get_logger("s2st.tts")
 
-# A sentence of about fifteen words per language, to measure a voice's real-time factor.
-_RTF_SENTENCES = {
-    "en": "Good morning everyone, thank you for coming to today's meeting about the budget.",
-    "es": "Buenos días a todos, gracias por venir a la reunión de hoy sobre el presupuesto.",
-    "fr": "Bonjour à tous, merci d'être venus à la réunion d'aujourd'hui sur le budget.",
-    "de": "Guten Morgen allerseits, danke, dass Sie zur heutigen Sitzung über den Haushalt "
-          "gekommen sind.",
-    "pt": "Bom dia a todos, obrigado por virem à reunião de hoje sobre o orçamento.",
-    "it": "Buongiorno a tutti, grazie per essere venuti alla riunione di oggi sul bilancio.",
-}
-
-# Languages that stand for the `*` entry of the backend table when warming up.
-_WILDCARD_PROBES = ("en", "es", "fr", "de", "it", "pt")
-
-
 class StreamLost(RuntimeError):
     """The stream's lease was lost mid-segment: stop, the new owner speaks it again."""
-
-
-class TtsStartupError(RuntimeError):
-    """A configured language cannot be spoken by any backend on this host."""
-
-
-def default_warm_langs(config: TtsConfig) -> list[str]:
-    """The languages named in the backend table, plus one that stands for `*`."""
-    langs = [lang for lang in config.backends if lang != "*"]
-    if "*" in config.backends:
-        named = {base_lang(lang) for lang in langs}
-        spare = next((lang for lang in _WILDCARD_PROBES if lang not in named), None)
-        if spare is not None:
-            langs.append(spare)
-    return langs
 
 
 class TTSStage(Stage):
@@ -79,6 +53,8 @@ class TTSStage(Stage):
     name = "tts"
     input_family = "translation"
     per_lang = True
+    accepts = (Translation,)
+    wrong_input = "the tts stage reads translations, not {type!r} events"
 
     def __init__(
         self,
@@ -105,43 +81,18 @@ class TTSStage(Stage):
         started = time.perf_counter()
         ready = await asyncio.to_thread(self.engine.warm_up, self.warm_langs)
         self._export_failures()
-        rtfs = await asyncio.to_thread(self._measure, ready)
-        for lang, backend in ready.items():
-            chain = self.engine.chain(lang)
-            if backend == "none":
-                raise TtsStartupError(
-                    f"no TTS backend can speak {lang!r} on this host (chain: {', '.join(chain)})"
-                )
-            if backend != chain[0]:
-                log.warning("tts voice unavailable, falling back", lang=lang,
-                            configured=chain[0], using=backend)
+        rtfs = await asyncio.to_thread(measure, self.engine, ready)
+        check_ready(self.engine, ready)
         log.info("tts voices ready", voices=ready, rtf=rtfs,
                  seconds=round(time.perf_counter() - started, 2))
 
-    def _measure(self, ready: dict[str, str]) -> dict[str, float]:
-        """Time each warmed voice other than the fallback on a sentence: the first figure of
-        its running cost, which the pieces it speaks then keep up to date (a voice is never
-        dropped for the run: a piece it would be late for goes to the next voice)."""
-        rtfs: dict[str, float] = {}
-        for lang, backend in ready.items():
-            if backend not in ("none", self.engine.config.fallback):
-                sentence = _RTF_SENTENCES.get(base_lang(lang), _RTF_SENTENCES["en"])
-                rtf = self.engine.real_time_factor(sentence, lang, backend)
-                rtfs[f"{lang}:{backend}"] = round(rtf, 2)
-                metrics.RUNNING_RTF.labels(lang, backend).set(rtf)
-        return rtfs
+    def end_outputs(self, ctx: PartitionContext) -> list[str]:
+        return [ctx.room_stream("speech", ctx.partition.lang or "")]
 
-    async def handle(self, ctx: PartitionContext, delivery: Delivery) -> list[Emit]:
-        event = delivery.event
+    async def on_event(self, ctx: PartitionContext, event: Event,
+                       delivery: Delivery) -> list[Emit]:
+        assert isinstance(event, Translation)
         lang = ctx.partition.lang or ""
-        out = ctx.room_stream("speech", lang)
-        if delivery.is_end:
-            marker = ctx.end_marker(event, t_in=delivery.t_in, seq=event.seq)
-            return [Emit(out, marker, dedup=False)]
-        if isinstance(event, ControlEvent):
-            return []  # announcements other than the end: nothing to speak
-        if not isinstance(event, Translation):
-            raise Reject(f"the tts stage reads translations, not {event.type!r} events")
         if event.kind != "committed":
             return []  # partial translations are captions only
         if event.lang.lower() != lang.lower():
@@ -149,7 +100,7 @@ class TTSStage(Stage):
         if not await self._can_speak(lang):
             raise Reject(f"no TTS backend speaks {lang!r} "
                          f"(chain: {', '.join(self.engine.chain(lang)) or 'empty'})")
-        await self._speak(ctx, delivery, event, out)
+        await self._speak(ctx, delivery, event, ctx.room_stream("speech", lang))
         return []
 
     async def _speak(

@@ -5,9 +5,23 @@ from __future__ import annotations
 import os
 from typing import Any
 
+_THREADS: int | None = None  # set by the worker's settings (--threads), else the variable
+
+
+def set_cpu_threads(threads: int | None) -> None:
+    """Threads per model for the voices loaded from now on in this process (None: as
+    `S2ST_TTS_THREADS` says); the TTS worker sets it from its settings."""
+    global _THREADS
+    if threads is not None and threads < 1:
+        raise ValueError(f"S2ST_TTS_THREADS must be >= 1, not {threads}")
+    _THREADS = threads
+
 
 def cpu_threads() -> int:
-    """Threads per model: `S2ST_TTS_THREADS`, else the CPU count capped at 4."""
+    """Threads per model: the worker's setting or `S2ST_TTS_THREADS`, else the CPU count
+    capped at 4."""
+    if _THREADS is not None:
+        return _THREADS
     env = os.environ.get("S2ST_TTS_THREADS", "").strip()
     if env:
         value = int(env)

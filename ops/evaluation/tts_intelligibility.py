@@ -24,10 +24,9 @@ import numpy as np
 from ops.evaluation import quality
 from ops.evaluation.manifest import Clip, default_manifest, load
 from ops.evaluation.score import BACK_RATE, GAP_S
-
-from .backends.base import Synthesizer
-from .config import TtsConfig
-from .engine import TtsEngine
+from workers.tts.backends.base import Synthesizer
+from workers.tts.config import TtsConfig
+from workers.tts.engine import TtsEngine
 
 ONLINE_ONLY = {"edge": "online-only (Microsoft's service): not measured offline; --online "
                         "measures it on a host that reaches it"}
@@ -261,3 +260,19 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"{REAL!r}: the set's own speech in that language against its transcripts, the "
                  f"scorer's ceiling. {report['scores']}. {report['elapsed_s']:.0f} s.")
     return "\n".join(lines)
+
+
+def command(args: Any) -> int:
+    """`s2st bench tts --intelligibility` (wired into the TTS bench by ops/evaluation/cli.py:
+    the TTS worker's package does not import the evaluation)."""
+    import sys
+
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit("--limit must be at least 1")
+    voices = [Voice.parse(v) for v in args.voices.split(",") if v.strip()]
+    report = run(
+        voices, manifest=Path(args.manifest) if args.manifest else None, limit=args.limit,
+        ceiling=not args.no_ceiling, online=args.online, json_path=args.json,
+        progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_report(report))
+    return 0
