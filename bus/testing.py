@@ -105,7 +105,11 @@ async def scratch_client(settings: BusSettings) -> AsyncIterator[Any]:
 @contextlib.asynccontextmanager
 async def run_worker(stage: Stage, settings: BusSettings, client: Any = None,
                      **kw: Any) -> AsyncIterator[Worker]:
-    """Run a worker in the background for the duration of the block, then stop it."""
+    """Run a worker in the background for the duration of the block, then stop it (sessions
+    whose source went silent are ended on their ``audio`` stream unless ``root_family=`` or
+    ``topology=`` says otherwise)."""
+    if kw.get("topology") is None:
+        kw.setdefault("root_family", "audio")
     worker = Worker(stage, settings, client=client, **kw)
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.started.wait(), timeout=10)
