@@ -65,6 +65,8 @@ class Worker:
         topology: Topology | None = None,
         root_family: str | None = None,
     ) -> None:
+        if not stage.input_family:
+            raise ValueError(f"stage {stage.name!r} names no input_family (the family it reads)")
         self.stage = stage
         self.topology = topology  # the stage may write only its families (bus/topology.py)
         if topology is not None:
