@@ -40,6 +40,7 @@ from bus.keys import BELL_MAXLEN, Keys, Partition
 from bus.registry import Registry
 from bus.settings import BusSettings
 from bus.testing import delete_prefix, make_chunk
+from bus.text import as_text
 
 FAMILIES = ["audio", "b1", "b2", "b3"]
 
@@ -227,7 +228,7 @@ async def _bare(settings: BusSettings, n_sessions: int, events: int) -> float:
             idle = not reply
             pipe = r.pipeline(transaction=not settings.redis_cluster)
             for raw_key, entries in reply or []:
-                key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+                key = as_text(raw_key)
                 for _entry_id, fields in entries:
                     pipe.xadd(output[key], fields)
                 pipe.xack(key, "bare", *[entry_id for entry_id, _ in entries])

@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
@@ -41,10 +41,16 @@ EXIT_INTERRUPTED = 130
 
 
 __all__ = ["SettingsError", "add_settings_flags", "env_from_args", "flag_values",
-           "run_async", "settings_from_args"]
+           "run_async", "settings_from_args", "unset_text"]
 
 
 # -- flags from settings classes ------------------------------------------------------------
+
+
+def unset_text(description: str) -> Any:
+    """A settings field of text, unset (None) by default: a variable whose reader checks it
+    and applies its own default (the MT and TTS workers' settings)."""
+    return Field(None, description=description)
 
 
 def _extra(info: FieldInfo) -> Mapping[str, Any]:

@@ -10,7 +10,7 @@ from bus.text import as_text
 
 
 def dead_reason(error: str) -> str:
-    """The runtime's reason for a dead letter, from its error text (bus/runtime.py)."""
+    """The runtime's reason for a dead letter, from its error text (bus/runtime/handler.py)."""
     if error.startswith("oversized:"):
         return "oversized"
     if error.startswith("malformed:"):

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import from_json, to_json
 
 from bus.ids import Lang, RoomId, SessionId, SourceLang
+from bus.text import as_text
 
 SCHEMA_VERSION = 1
 PAYLOAD_FIELD = "payload"
@@ -105,11 +106,6 @@ class Record(BaseModel):
         return out
 
     @classmethod
-    def from_fields(cls, fields: EntryFields) -> Record:
-        """Decode a stream entry into this class (strict)."""
-        return cls._from_data(_unflatten(fields))
-
-    @classmethod
     def _from_data(cls, data: dict[str, Any]) -> Record:
         try:
             return cls.model_validate(data)
@@ -157,6 +153,17 @@ class ControlEvent(Event):
     speaker: str = ""
     langs: str = ""
     reason: str = ""
+
+    @classmethod
+    def end_of(cls, room: str, session: str, *, at: float, seq: int = 0, reason: str = "",
+               emitted: float = 0.0, source_lang: str = "", speaker: str = "") -> ControlEvent:
+        """The end-of-stream marker of a session's stream, as a producer writes it: ``at``
+        is the capture time it marks (its ``capture_start`` and ``capture_end``), ``seq``
+        the one after the stream's last event. A stage forwarding a marker derives it from
+        the one it read instead (:meth:`bus.stage.PartitionContext.end_marker`)."""
+        return cls(room=room, session=session, seq=seq, capture_start=at, capture_end=at,
+                   action="end", reason=reason, emitted=emitted, source_lang=source_lang,
+                   speaker=speaker)
 
 
 class AudioChunk(Event):
@@ -386,7 +393,7 @@ def _unflatten_checked(fields: EntryFields) -> dict[str, Any]:
         pairs = zip(it, it, strict=False)
     data: dict[str, Any] = {}
     for key, value in pairs:
-        name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+        name = as_text(key, "replace")
         if name == PAYLOAD_FIELD:
             for pname, pvalue in _payload(value).items():
                 if pname in data:

@@ -1,11 +1,11 @@
 """Run a stage's handler in memory: given events in, its emits out (no Worker, no Redis server).
 
 :func:`run_stage` hands the events to ``stage`` the way the runtime hands one owned stream's
-entries (``bus.runtime``): each event is written as stream fields and decoded back with the
-runtime's own :func:`~bus.runtime.decode_entry`, handed to ``handle`` with retries up to
-``max_attempts``; ``Reject``, undecodable entries, exhausted retries and entries after the end
-marker become dead letters (:func:`~bus.runtime.dead_letter_for`, same reasons and errors);
-deduplicated emits are written only above the last (seq, part) written to that stream, as the
+entries (``bus.runtime``): each event is written as stream fields, then decoded and handed to
+``handle`` by the runtime's own per-entry code (:func:`~bus.runtime.handle_entry`, as a Worker
+runs it), with retries up to ``max_attempts``; ``Reject``, undecodable entries, exhausted retries
+and entries after the end marker become dead letters (:func:`~bus.runtime.dead_letter_for`, same
+reasons and errors); deduplicated emits are written only above the last (seq, part) written to that stream, as the
 commit script does; ``ctx.publish`` writes at once. ``setup``, ``on_acquire``, ``on_release``
 and ``teardown`` are called around the run.
 
@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bus import clock
-from bus.events import ControlEvent, DeadLetter, Event, MalformedEvent, decode, decode_event
+from bus.events import ControlEvent, DeadLetter, Event, decode, decode_event
 from bus.keys import Keys, Partition
 from bus.registry import SessionInfo
-from bus.runtime import dead_letter_for, decode_entry, oversized
+from bus.runtime.handler import RetryPolicy, dead_letter_for, handle_entry
 from bus.settings import BusSettings
-from bus.stage import Delivery, Emit, PartitionContext, Reject, Stage
+from bus.stage import Delivery, Emit, PartitionContext, Stage
+from bus.text import as_text
 from bus.topology import Topology
 
 # What run_stage takes as an input entry: an event, or raw stream fields (to test bad input).
@@ -98,6 +99,7 @@ class _Run:
                  result: HarnessResult, worker_id: str) -> None:
         self.stage, self.ctx, self.settings = stage, ctx, settings
         self.result, self.worker_id = result, worker_id
+        self.policy = RetryPolicy.of(settings)
         self.last: dict[tuple[str, str], tuple[int, int]] = {}  # (stream, session) -> written
 
     async def write(self, emits: Iterable[Emit]) -> None:
@@ -117,7 +119,7 @@ class _Run:
     async def _xadd(self, key: str, fields: Mapping[str, Any]) -> str:
         if isinstance(self.ctx.redis, NoRedis):
             return "0-0"
-        return _text(await self.ctx.redis.xadd(key, dict(fields)))
+        return as_text(await self.ctx.redis.xadd(key, dict(fields)))
 
     async def dead_letter(self, entry_id: str, fields: list[Any], error: str, reason: str,
                           attempts: int) -> None:
@@ -130,46 +132,15 @@ class _Run:
         await self._xadd(self.ctx.keys.deadletter(p.room), dead.to_fields())
 
     async def handle(self, entry_id: str, fields: list[Any]) -> None:
-        """What ``Worker._handle_entry`` does with one entry, without the bus."""
+        """What a Worker does with one entry of its stream (the same rules:
+        :func:`bus.runtime.handle_entry`), without the bus."""
         if self.result.finished:
             await self.dead_letter(entry_id, fields, "after the end of its stream", "late", 0)
             return
-        too_big = oversized(fields, self.settings.max_event_bytes)
-        if too_big:
-            await self.dead_letter(entry_id, fields, too_big, "oversized", 0)
-            return
-        try:
-            event = decode_entry(fields, self.ctx.partition)
-        except (MalformedEvent, ValueError) as exc:
-            await self.dead_letter(entry_id, fields, f"malformed: {exc}", "malformed", 0)
-            return
-        delivery = Delivery(entry_id, self.ctx.input_key, event)
-        attempts = 0
-        while True:
-            limit = asyncio.timeout(self.settings.handler_timeout_s)
-            try:
-                async with limit:
-                    emits = await self.stage.handle(self.ctx, delivery)
-            except Reject as exc:
-                await self.dead_letter(entry_id, fields, f"rejected: {exc}", "rejected",
-                                       attempts + 1)
-                return
-            except Exception as exc:
-                error: Exception = exc
-                if limit.expired():  # worded as the runtime's watchdog words it
-                    error = TimeoutError(f"the handler took more than "
-                                         f"{self.settings.handler_timeout_s:g} s")
-                attempts += 1
-                if attempts >= self.settings.max_attempts:
-                    await self.dead_letter(entry_id, fields, f"{type(error).__name__}: {error}",
-                                           "failed", attempts)
-                    return
-                delivery.attempts, delivery.retry = attempts, True
-                continue
-            await self.write(emits or [])
-            await self._mark_handled(entry_id)
-            self.result.finished = delivery.is_end
-            return
+        await handle_entry(_Delivering(self, entry_id, fields), self.policy, entry_id=entry_id,
+                           stream=self.ctx.input_key, fields=fields,
+                           part=self.ctx.partition, attempts=0,
+                           max_event_bytes=self.settings.max_event_bytes)
 
     async def _mark_handled(self, entry_id: str) -> None:
         if isinstance(self.ctx.redis, NoRedis):
@@ -178,6 +149,45 @@ class _Run:
         await ctx.redis.hset(ctx.keys.progress(ctx.partition.room),
                              ctx.keys.watermark_field(ctx.stage, ctx.family, ctx.partition),
                              entry_id)
+
+
+class _Delivering:
+    """One entry on its way through the stage in the harness (a handler Target): no back-off
+    between attempts, the emits written at once, the entry marked handled."""
+
+    def __init__(self, run: _Run, entry_id: str, fields: list[Any]) -> None:
+        self.run, self.entry_id, self.fields = run, entry_id, fields
+
+    def before(self, delivery: Delivery) -> None:
+        pass
+
+    async def call(self, delivery: Delivery) -> list[Emit]:
+        run = self.run
+        limit = asyncio.timeout(run.policy.timeout_s)
+        try:
+            async with limit:
+                return await run.stage.handle(run.ctx, delivery)
+        except TimeoutError:
+            if limit.expired():  # worded as the runtime's watchdog words it
+                raise run.policy.timeout_error() from None
+            raise
+
+    async def handled(self, delivery: Delivery, emits: list[Emit], seconds: float) -> None:
+        await self.run.write(emits)
+        await self.run._mark_handled(self.entry_id)
+        self.run.result.finished = delivery.is_end
+
+    async def dead_letter(self, error: str, reason: str, attempts: int) -> None:
+        await self.run.dead_letter(self.entry_id, self.fields, error, reason, attempts)
+
+    def on_failure(self, delivery: Delivery, exc: BaseException, attempts: int) -> None:
+        pass
+
+    def keep_going(self) -> bool:
+        return True
+
+    async def back_off(self, seconds: float) -> None:
+        pass
 
 
 async def run_stage(
@@ -288,7 +298,7 @@ async def run_on_redis(
         last = ""
         for entry in entries:
             fields = entry.to_fields() if isinstance(entry, Event) else entry
-            last = _text(await client.xadd(key, dict(fields)))
+            last = as_text(await client.xadd(key, dict(fields)))
         bell = keys.bell_of(key)
         if bell is not None:
             await client.xadd(bell, {"keys": key})
@@ -296,8 +306,8 @@ async def run_on_redis(
         async def consumed() -> bool:
             if not await client.exists(key):
                 return False
-            return any(_text(g["name"]) == stage.name and int(g["pending"]) == 0
-                       and _text(g["last-delivered-id"]) == last
+            return any(as_text(g["name"]) == stage.name and int(g["pending"]) == 0
+                       and as_text(g["last-delivered-id"]) == last
                        for g in await client.xinfo_groups(key))
 
         async with run_worker(stage, settings, topology=topology):
@@ -307,9 +317,9 @@ async def run_on_redis(
         result = HarnessResult(keys, part)
         dead_key = keys.deadletter(part.room)
         async for raw in client.scan_iter(match=f"{keys.room(part.room)}:*"):
-            name = _text(raw)
+            name = as_text(raw)
             if name in (key, dead_key) or keys.local_part(name).startswith("bell:") \
-                    or _text(await client.type(name)) != "stream":
+                    or as_text(await client.type(name)) != "stream":
                 continue
             result.emits[name] = [decode_event(f) for _id, f in await client.xrange(name)]
         for _id, f in await client.xrange(dead_key):
@@ -319,10 +329,6 @@ async def run_on_redis(
         result.finished = any(isinstance(e, ControlEvent) and e.action == "end"
                               for e in result.events)
         return result
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def run_stage_sync(stage: Stage, events: Iterable[Entry], **kw: Any) -> HarnessResult:

@@ -14,6 +14,7 @@ from bus import clock
 from bus.events import Record
 from bus.keys import BELL_MAXLEN
 from bus.settings import BusSettings
+from bus.text import as_text
 
 
 class Publisher:
@@ -46,4 +47,4 @@ class Publisher:
         if bell is not None and events:
             pipe.xadd(bell, {"keys": key}, maxlen=BELL_MAXLEN, approximate=True)
         ids = (await pipe.execute())[:len(events)]
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        return [as_text(i) for i in ids]

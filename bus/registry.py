@@ -5,7 +5,7 @@ target languages that operators configured or listeners asked for.  A capture
 agent registers its session (room, id, source language, speaker), keeps it
 alive with heartbeats and ends it; every change is announced on a global
 stream so workers pick sessions up without restarts.  A session whose
-heartbeats stop is ended by the workers' janitor (see expire_stale).
+heartbeats stop is ended by the workers' janitor (see expire_silent).
 
 Every read parses each entry on its own: one that cannot be read (written by hand with
 redis-cli, or by a broken client) is skipped, logged once per process and counted in
@@ -27,6 +27,7 @@ from bus.keys import BELL_MAXLEN, Keys, Partition
 from bus.logs import get_logger
 from bus.metrics import REGISTRY_BAD_ENTRIES
 from bus.scripts import Scripts
+from bus.text import as_text_or_none
 
 log = get_logger("s2st.registry")
 
@@ -90,7 +91,7 @@ class Registry:
         """The registered rooms; a member that is no valid room id (added by hand) is skipped."""
         rooms = []
         for raw in await self.r.smembers(self.keys.rooms):
-            room = _text(raw)
+            room = as_text_or_none(raw)
             if room is None or not _valid(check_id, room):
                 _bad("room", self.keys.rooms, raw, None, "not a valid room id")
                 continue
@@ -190,11 +191,34 @@ class Registry:
                 return info
         return None
 
-    async def expire_stale(
-        self, info: SessionInfo, timeout_s: float, audio_stream: str, now: float | None = None
-    ) -> bool:
-        """End ``info`` if its heartbeats stopped more than ``timeout_s`` ago (atomic, once)."""
+    async def expire_silent(
+        self, snapshot: dict[str, tuple[list[str], list[SessionInfo]]], root_family: str,
+        timeout_s: float, now: float | None = None,
+    ) -> list[SessionInfo]:
+        """End the active sessions of ``snapshot`` (as :meth:`snapshot` returns it) whose
+        heartbeats stopped more than ``timeout_s`` ago: each gets its end marker on its stream
+        of ``root_family`` (the family the session's source writes). The sessions this call
+        ended (each is ended once, whoever calls)."""
         now = clock.now() if now is None else now
+        ended = []
+        for room, (_targets, infos) in snapshot.items():
+            for info in infos:
+                if info.active and now - info.last_seen > timeout_s:
+                    stream = self.keys.stream(root_family, Partition(room, info.session))
+                    if await self.expire_stale(info, timeout_s, stream, now):
+                        ended.append(info)
+        return ended
+
+    async def expire_stale(
+        self, info: SessionInfo, timeout_s: float, source_stream: str, now: float | None = None
+    ) -> bool:
+        """End ``info`` if its heartbeats stopped more than ``timeout_s`` ago (atomic, once):
+        its end marker goes to ``source_stream`` (the stream its source writes), whose bell is
+        rung."""
+        now = clock.now() if now is None else now
+        bell = self.keys.bell_of(source_stream)
+        if bell is None:
+            raise ValueError(f"not a session stream: {source_stream!r}")
         marker = ControlEvent(
             room=info.room, session=info.session, seq=0, capture_start=now, capture_end=now,
             action="end", reason="timeout", emitted=now,
@@ -205,8 +229,8 @@ class Registry:
         for k, v in marker.to_fields().items():
             args += [k, v]
         done = await self._scripts.expire_session(
-            keys=[self.keys.status(info.room), self.keys.alive(info.room), audio_stream,
-                  self.keys.bell(info.room, "audio")], args=args
+            keys=[self.keys.status(info.room), self.keys.alive(info.room), source_stream, bell],
+            args=args,
         )
         if done:
             await self._announce(info.room, info.session, "end", reason="timeout")
@@ -252,7 +276,7 @@ def _session_of(keys: Keys, room: str, raw_sid: Any, raw: Any, raw_status: Any,
     """One session from its three registry entries, or None (logged and counted once) when
     one of them cannot be read: written by hand (``redis-cli HSET``) or by a broken client.
     Such a session is left out, as if it were not registered, until it is fixed."""
-    sid = _text(raw_sid)
+    sid = as_text_or_none(raw_sid)
     if sid is None or not _valid(check_id, sid):
         _bad("session_id", keys.sessions(room), raw_sid, raw, "not a valid session id")
         return None
@@ -272,14 +296,14 @@ def _session_of(keys: Keys, room: str, raw_sid: Any, raw: Any, raw_status: Any,
     except ValueError as exc:  # (InvalidId is one)
         _bad("record", keys.sessions(room), raw_sid, raw, str(exc))
         return None
-    state = "ended" if raw_status is None else _text(raw_status)
+    state = "ended" if raw_status is None else as_text_or_none(raw_status)
     if state not in _STATUSES:
         _bad("status", keys.status(room), raw_sid, raw_status, "expected active or ended")
         return None
     last_seen = 0.0
     if raw_alive is not None:
         try:
-            last_seen = _number(_text(raw_alive), "alive") / 1000.0
+            last_seen = _number(as_text_or_none(raw_alive), "alive") / 1000.0
         except ValueError as exc:
             _bad("alive", keys.alive(room), raw_sid, raw_alive, str(exc))
             return None
@@ -292,7 +316,7 @@ def _targets_of(key: str, raw: list[Any]) -> list[str]:
     """The valid language codes of a targets sorted set; others (added by hand) skipped."""
     out = []
     for member in raw:
-        lang = _text(member)
+        lang = as_text_or_none(member)
         if lang is None or not _valid(check_lang, lang):
             _bad("target", key, member, None, "not a valid language code")
             continue
@@ -321,16 +345,6 @@ def _valid(check: Any, value: str) -> bool:
     except InvalidId:
         return False
     return True
-
-
-def _text(value: Any) -> str | None:
-    """A Redis string as text; None if it is not UTF-8."""
-    if not isinstance(value, bytes):
-        return str(value)
-    try:
-        return value.decode()
-    except UnicodeDecodeError:
-        return None
 
 
 def _text_field(record: dict[str, Any], name: str, default: str) -> str:

@@ -27,6 +27,7 @@ from bus.ids import InvalidId, check_lang
 from bus.keys import Keys, Partition
 from bus.registry import SessionInfo
 from bus.scripts import Scripts
+from bus.text import as_text
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ class RetentionSweeper:
         if not expired:
             return set(), set()
         progress = self.keys.progress(room)
-        fields = [f for f in [ProgressField.parse(_s(name))
+        # (a field name that is not UTF-8, written by hand, is no field of ours: never matched)
+        fields = [f for f in [ProgressField.parse(as_text(name, "replace"))
                               async for name, _value in self.r.hscan_iter(progress)]
                   if f is not None and f.session in expired]
         forgotten = {sid for sid, info in expired.items()
@@ -123,8 +125,3 @@ def _is_lang(value: str) -> bool:
     except InvalidId:
         return False
     return True
-
-
-def _s(value: Any) -> str:
-    # (a field name that is not UTF-8, written by hand, is no field of ours: never matched)
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

@@ -220,7 +220,7 @@ class Stage:
     """
 
     name: str = "stage"
-    input_family: str = "audio"
+    input_family: str = ""  # every stage names the family it reads (the Worker refuses none)
     per_lang: bool = False
     tick_interval_s: float | None = None  # call on_tick this often per owned stream
     accepts: tuple[type[Event], ...] = (Event,)  # the data events on_event takes

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from typing import Any
 
 from bus import clock
 from bus.keys import Keys
+from bus.text import as_text
 
 WORKER_TTL_FACTOR = 3  # a worker whose heartbeat is older than 3 lease TTLs is gone
 
 
-def _s(value: Any) -> str:
-    # (shows what is there, even a name written by hand that is not UTF-8)
-    return value.decode(errors="backslashreplace") if isinstance(value, bytes) else str(value)
+# a reply as text, showing what is there, even a name written by hand that is not UTF-8
+_s = partial(as_text, errors="backslashreplace")
 
 
 # -- collecting -----------------------------------------------------------------------------

@@ -73,10 +73,14 @@ def make_chunk(room: str, session: str, seq: int, *, samples: int = 160,
     )
 
 
+def hop(stage: str, t_in: float, t_out: float) -> Hop:
+    """A hop of ``stage`` by its worker ``w-<stage>``."""
+    return Hop(stage=stage, worker=f"w-{stage}", t_in=t_in, t_out=t_out)
+
+
 def end_marker(room: str, session: str, seq: int = 0) -> ControlEvent:
     t = clock.now()
-    return ControlEvent(room=room, session=session, seq=seq, capture_start=t, capture_end=t,
-                        action="end", reason="test", emitted=t)
+    return ControlEvent.end_of(room, session, at=t, seq=seq, reason="test", emitted=t)
 
 
 async def delete_prefix(client: Any, prefix: str) -> int:
@@ -101,7 +105,11 @@ async def scratch_client(settings: BusSettings) -> AsyncIterator[Any]:
 @contextlib.asynccontextmanager
 async def run_worker(stage: Stage, settings: BusSettings, client: Any = None,
                      **kw: Any) -> AsyncIterator[Worker]:
-    """Run a worker in the background for the duration of the block, then stop it."""
+    """Run a worker in the background for the duration of the block, then stop it (sessions
+    whose source went silent are ended on their ``audio`` stream unless ``root_family=`` or
+    ``topology=`` says otherwise)."""
+    if kw.get("topology") is None:
+        kw.setdefault("root_family", "audio")
     worker = Worker(stage, settings, client=client, **kw)
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.started.wait(), timeout=10)

@@ -176,6 +176,7 @@ def format_chunk(chunk: Chunk) -> str:
 
 
 def _list_devices() -> int:
+    from capture_agent.portaudio import print_devices
     from capture_agent.sources import MicrophoneError, list_devices
 
     try:
@@ -183,13 +184,7 @@ def _list_devices() -> int:
     except MicrophoneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not devices:
-        print("no input devices found")
-        return 1
-    for d in devices:
-        mark = "*" if d.is_default else " "
-        print(f"{mark}{d.index:3d}  {d.name}  ({d.channels} ch, {d.default_rate} Hz)")
-    return 0
+    return print_devices(devices, "no input devices found")
 
 
 def cmd_capture(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -94,14 +95,7 @@ class CaptureMetrics:
         self.chunks.inc(max(0, stats.chunks_sent - seen.chunks_sent))
         self.utterances.inc(max(0, stats.utterances - seen.utterances))
         self.overflows.inc(max(0, stats.overflows - seen.overflows))
-        self._seen = CaptureStats(
-            samples_in=stats.samples_in,
-            samples_sent=stats.samples_sent,
-            samples_dropped=stats.samples_dropped,
-            chunks_sent=stats.chunks_sent,
-            utterances=stats.utterances,
-            overflows=stats.overflows,
-        )
+        self._seen = replace(stats)  # a copy: the counters as of now
         if publish is not None:
             self._update_publish(publish)
 

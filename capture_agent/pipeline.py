@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -32,34 +32,25 @@ SILENCE_DBFS = -100.0
 
 
 @dataclass(frozen=True)
-class CaptureConfig:
+class CaptureConfig(SegmenterConfig):
+    """The segmentation (:class:`SegmenterConfig`'s fields, at 16 kHz in the VAD's frames),
+    the VAD backend, the chunk length, and where a continued session resumes."""
+
     chunk_ms: float = 500.0
     vad_backend: str = "lite"
-    threshold: float = 0.5
-    min_speech_ms: float = 64.0
-    min_silence_ms: float = 400.0
-    pre_pad_ms: float = 320.0
-    post_pad_ms: float = 192.0
-    max_utterance_ms: float = 20000.0
-    send_all: bool = False
     # to continue a session after a restart of the agent: the next chunk seq, utterance id
     # and session sample offset (what the last published chunk implies)
     first_seq: int = 0
     first_utterance: int = 0
     first_offset: int = 0
 
+    def __post_init__(self) -> None:
+        if (self.rate, self.frame_samples) != (TARGET_RATE, FRAME_SAMPLES):
+            raise ValueError(f"capture segments {TARGET_RATE} Hz audio in {FRAME_SAMPLES}-sample "
+                             f"frames, not {self.rate} Hz in {self.frame_samples}")
+
     def segmenter_config(self) -> SegmenterConfig:
-        return SegmenterConfig(
-            rate=TARGET_RATE,
-            frame_samples=FRAME_SAMPLES,
-            threshold=self.threshold,
-            min_speech_ms=self.min_speech_ms,
-            min_silence_ms=self.min_silence_ms,
-            pre_pad_ms=self.pre_pad_ms,
-            post_pad_ms=self.post_pad_ms,
-            max_utterance_ms=self.max_utterance_ms,
-            send_all=self.send_all,
-        )
+        return SegmenterConfig(**{f.name: getattr(self, f.name) for f in fields(SegmenterConfig)})
 
 
 @dataclass

@@ -339,18 +339,9 @@ class SessionPublisher:
         """Append the end marker (seq `next_seq`) and mark the session ended; retried."""
         s = self.session
         now = clock.now()
-        marker = ControlEvent(
-            room=s.room,
-            session=s.session,
-            seq=next_seq,
-            capture_start=capture_time,
-            capture_end=capture_time,
-            emitted=now,
-            action="end",
-            reason=reason,
-            source_lang=s.source_lang,
-            speaker=s.speaker,
-        )
+        marker = ControlEvent.end_of(s.room, s.session, at=capture_time, seq=next_seq,
+                                     reason=reason, emitted=now, source_lang=s.source_lang,
+                                     speaker=s.speaker)
         backoff = self.timing.backoff_min_s
         while True:
             try:

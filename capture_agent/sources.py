@@ -6,18 +6,17 @@ wall-clock time (epoch seconds) of the block's first sample, and counts input ov
 
 from __future__ import annotations
 
-import contextlib
-import os
 import queue
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
+from capture_agent import portaudio
 from capture_agent.audio_io import (
     TARGET_RATE,
     AudioInfo,
@@ -198,101 +197,23 @@ class InputStream(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class DeviceInfo:
-    index: int
-    name: str
-    channels: int
-    default_rate: int
-    is_default: bool
+DeviceInfo = portaudio.Device
 
 
 def _pyaudio() -> ModuleType:
-    try:
-        import pyaudio
-    except ImportError as exc:
-        raise MicrophoneError(
-            "microphone input needs pyaudio: pip install pyaudio (with portaudio19-dev)"
-        ) from exc
-    return pyaudio
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silence what ALSA/JACK print to fd 2 while PortAudio scans the devices."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _open_portaudio(pyaudio: ModuleType) -> Any:  # a pyaudio.PyAudio
-    with _quiet_native_stderr():
-        return pyaudio.PyAudio()
+    return portaudio.import_pyaudio(
+        MicrophoneError, "microphone input needs pyaudio: pip install pyaudio (with portaudio19-dev)")
 
 
 def list_devices() -> list[DeviceInfo]:
     """Input devices PortAudio can see (raises MicrophoneError without pyaudio)."""
-    pyaudio = _pyaudio()
-    pa = _open_portaudio(pyaudio)
-    try:
-        try:
-            default = int(pa.get_default_input_device_info()["index"])
-        except OSError:
-            default = -1
-        devices = []
-        for index in range(pa.get_device_count()):
-            info = pa.get_device_info_by_index(index)
-            if int(info.get("maxInputChannels", 0)) <= 0:
-                continue
-            devices.append(
-                DeviceInfo(
-                    index=index,
-                    name=str(info["name"]),
-                    channels=int(info["maxInputChannels"]),
-                    default_rate=int(info["defaultSampleRate"]),
-                    is_default=index == default,
-                )
-            )
-        return devices
-    finally:
-        pa.terminate()
+    return portaudio.list_devices(_pyaudio(), "input")
 
 
 def resolve_device(devices: list[DeviceInfo], device: str | int | None) -> DeviceInfo:
     """Pick a device by index, by (case-insensitive) name or name fragment, or the default."""
-    if not devices:
-        raise MicrophoneError("no input devices found")
-    if device is None or device == "":
-        for info in devices:
-            if info.is_default:
-                return info
-        return devices[0]
-    if isinstance(device, int) or str(device).isdigit():
-        index = int(device)
-        for info in devices:
-            if info.index == index:
-                return info
-        raise MicrophoneError(f"no input device with index {index}")
-    wanted = str(device).lower()
-    exact = [d for d in devices if d.name.lower() == wanted]
-    if exact:
-        return exact[0]
-    partial = [d for d in devices if wanted in d.name.lower()]
-    if len(partial) == 1:
-        return partial[0]
-    if not partial:
-        raise MicrophoneError(f"no input device named like {device!r}")
-    names = ", ".join(f"{d.index}: {d.name}" for d in partial)
-    raise MicrophoneError(f"input device {device!r} is ambiguous ({names})")
+    return portaudio.choose_device(devices, device, "input", MicrophoneError,
+                                   none_found="no input devices found")
 
 
 class PyAudioInputStream:
@@ -318,7 +239,7 @@ class PyAudioInputStream:
         self._clock = clock or SystemClock()
         self._queue: queue.Queue[StreamBuffer | None] = queue.Queue(maxsize=max_queued)
         self._lost = False
-        self._pa = _open_portaudio(pyaudio)
+        self._pa = portaudio.open_portaudio(pyaudio)
         try:
             self._stream = self._pa.open(
                 format=pyaudio.paInt16,

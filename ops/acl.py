@@ -58,7 +58,7 @@ PLAYER_READS = tuple(sorted(f.name for f in PIPELINE.read_by("player", "web")))
 # Redis's (bus/clock.py), and the janitor's script reads it
 _CONNECT = "+ping +hello +auth +client|setname +client|getname +client|id +time"
 
-# what the consumer runtime (bus/runtime.py, bus/registry.py, bus/lua/*.lua) and the
+# what the consumer runtime (bus/runtime/, bus/registry.py, bus/lua/*.lua) and the
 # stages' recovery reads use
 WORKER_COMMANDS = (
     "+evalsha +eval +script|load +script|exists "  # the Lua scripts (commands inside are checked)

@@ -16,6 +16,7 @@ import redis.exceptions
 
 from bus.events import ControlEvent, MalformedEvent, Transcript, Translation, decode_event
 from bus.keys import Keys, Partition
+from bus.text import as_text
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class CaptionFollower:
                     self._stop.wait(0.5)  # Redis restarting or stopped: try again
                     continue
                 for raw_key, entries in reply or []:
-                    key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+                    key = as_text(raw_key)
                     for entry_id, fields in entries:
                         positions[key] = entry_id.decode() if isinstance(entry_id, bytes) \
                             else entry_id

@@ -92,7 +92,7 @@ def _worker(args: argparse.Namespace) -> int:
                        per_lang=args.per_lang, delay_s=args.delay_ms / 1000)
 
     async def main(settings: BusSettings) -> int:
-        await Worker(stage, settings).run(handle_signals=True)
+        await Worker(stage, settings, root_family="audio").run(handle_signals=True)
         return 0
 
     return run_async(args, main)

@@ -96,12 +96,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stack.base_env = {"S2ST_LOG_LEVEL": "warning", **stack.base_env}  # captions stay readable
     demo = Demo(stack, supervisor, room=room, lang=lang, source_lang=source_lang,
                 source=source, mic=args.mic, out=Path(args.out), speakers=args.speakers)
-    with supervisor.signals_handled():
-        try:
-            return demo.run()
-        except BaseException:
-            supervisor.kill_all()
-            raise
+    with supervisor.in_charge():
+        return demo.run()
 
 
 class Demo:
@@ -282,13 +278,14 @@ class Demo:
         for kind, text in names.items():
             s = summary.get("latency", {}).get(kind, {})
             if s.get("count"):
-                lines.append(f"  {text:<40} p50 {_s(s['p50'])}  p95 {_s(s['p95'])}  "
-                             f"max {_s(s['max'])}  (n={s['count']})")
+                lines.append(f"  {text:<40} p50 {_fmt_seconds(s['p50'])}  "
+                             f"p95 {_fmt_seconds(s['p95'])}  "
+                             f"max {_fmt_seconds(s['max'])}  (n={s['count']})")
         self.say("\n".join(lines))
         return played
 
 
-def _s(value: float) -> str:
+def _fmt_seconds(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) \
         else f"{value:.2f} s"
 

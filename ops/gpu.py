@@ -442,15 +442,12 @@ def ramp(args: argparse.Namespace, plan: Plan, clip: Path, env: dict[str, str],
         print(f"s2st bench gpu: {exc}", file=sys.stderr)
         return 2, {}
     configure_logging(stack.settings.log_format, "warning")
-    with supervisor.signals_handled():
+    with supervisor.in_charge():
         try:
             models = model_ramp(stack, supervisor, clip, plan.sessions, plan.p95_limit_s, work)
         except StackError as exc:
             print(f"s2st bench gpu: cannot start the stack: {exc}", file=sys.stderr)
             return 2, {}
-        except BaseException:
-            supervisor.kill_all()
-            raise
     return (130 if supervisor.stop_requested.is_set() else 0), models
 
 

@@ -187,8 +187,7 @@ def plan_writes(rows: dict[str, list[Entry]], room: str, session: str, stage: St
 def end_marker(room: str, session: str, last: Event | None, now: float) -> ControlEvent:
     t = last.capture_end if last is not None else now
     seq = last.seq + 1 if last is not None else 0
-    return ControlEvent(room=room, session=session, seq=seq, capture_start=t, capture_end=t,
-                        action="end", reason="replay")
+    return ControlEvent.end_of(room, session, at=t, seq=seq, reason="replay")
 
 
 # -- the replay ------------------------------------------------------------------------------------

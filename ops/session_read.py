@@ -13,6 +13,7 @@ from typing import Any
 
 from bus.events import ControlEvent, Event, MalformedEvent, decode_event
 from bus.keys import Keys
+from bus.text import as_text
 from bus.topology import Family
 from pipeline import PIPELINE
 
@@ -47,10 +48,10 @@ async def entries(client: Any, key: str, start: str = "-",
                 event = decode_event(fields)
             except MalformedEvent:
                 continue
-            yield Entry(_s(raw_id), event)
+            yield Entry(as_text(raw_id), event)
         if len(batch) < BATCH:
             return
-        low = "(" + _s(batch[-1][0])
+        low = "(" + as_text(batch[-1][0])
 
 
 async def read_all(client: Any, key: str, start: str = "-",
@@ -65,7 +66,7 @@ async def family_langs(client: Any, keys: Keys, family: Family, room: str,
     pattern = family.key(keys, room, session, "xx")[:-2] + "*"
     found = set()
     async for raw in client.scan_iter(match=pattern, count=500, _type="STREAM"):
-        found.add(_s(raw).rsplit(":", 1)[1])
+        found.add(as_text(raw).rsplit(":", 1)[1])
     return sorted(found)
 
 
@@ -86,7 +87,3 @@ async def speech_langs(client: Any, keys: Keys, room: str) -> list[str]:
 
 def is_end(event: Event) -> bool:
     return isinstance(event, ControlEvent) and event.action == "end"
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -29,6 +29,7 @@ from bus.ids import check_id, check_lang
 from bus.keys import Keys
 from bus.settings import BusSettings, add_bus_options
 from bus.status import _groups
+from bus.text import as_text
 from pipeline import PIPELINE
 from player_agent.latency import percentile
 
@@ -99,10 +100,10 @@ async def last_entries(client: Any, key: str, keep: Callable[[Event], bool], n: 
             except MalformedEvent:
                 continue
             if keep(event):
-                found.append(Entry(_s(raw_id), event))
+                found.append(Entry(as_text(raw_id), event))
                 if len(found) == n:
                     break
-        top = "(" + _s(batch[-1][0])
+        top = "(" + as_text(batch[-1][0])
     return found[::-1]
 
 
@@ -114,7 +115,7 @@ async def inspect_session(client: Any, keys: Keys, room: str, session: str, lang
     info = await registry.session(room, session)
     if not langs:
         langs = await registry.room_targets(room) or sorted(
-            {_s(x) for x in await client.zrange(keys.targets(room), 0, -1)})
+            {as_text(x) for x in await client.zrange(keys.targets(room), 0, -1)})
     lines: list[str] = []
     if info is None:
         lines.append(f"SESSION {room}/{session}: not registered (looking at its streams anyway)")
@@ -260,6 +261,3 @@ def _decode(fields: dict[Any, Any]) -> Event | None:
 def _clock(epoch: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(epoch)) + f".{int(epoch % 1 * 1000):03d}"
 
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

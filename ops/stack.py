@@ -242,12 +242,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"s2st up: {exc}", file=sys.stderr)
         return 2
-    with supervisor.signals_handled():
-        try:
-            return _run_up(stack, supervisor)
-        except BaseException:
-            supervisor.kill_all()
-            raise
+    with supervisor.in_charge():
+        return _run_up(stack, supervisor)
 
 
 def _run_up(stack: Stack, supervisor: Supervisor) -> int:

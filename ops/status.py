@@ -146,7 +146,3 @@ def _left(seconds: float | None) -> str:
         return "pinned"
     return f"listener, {seconds:.0f} s left" if seconds > 0 else "expired"
 
-
-def _s(value: Any) -> str:
-    # (shows what is there, even a name written by hand that is not UTF-8)
-    return value.decode(errors="backslashreplace") if isinstance(value, bytes) else str(value)

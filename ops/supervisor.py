@@ -188,3 +188,14 @@ class Supervisor:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+    @contextlib.contextmanager
+    def in_charge(self) -> Iterator[None]:
+        """:meth:`signals_handled`, and every child killed at once should the block raise
+        (anything: an error, a second Ctrl-C); the exception goes on."""
+        with self.signals_handled():
+            try:
+                yield
+            except BaseException:
+                self.kill_all()
+                raise

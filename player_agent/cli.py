@@ -79,6 +79,7 @@ def _ms(value: float, name: str) -> float:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
+    from capture_agent.portaudio import print_devices
     from player_agent.outputs import OutputError, list_output_devices
 
     if args.list_devices:
@@ -87,13 +88,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         except OutputError as exc:
             print(f"s2st play: {exc}", file=sys.stderr)
             return 2
-        if not devices:
-            print("no audio output devices found")
-            return 1
-        for d in devices:
-            mark = "*" if d.is_default else " "
-            print(f"{mark}{d.index:3d}  {d.name}  ({d.channels} ch, {d.default_rate} Hz)")
-        return 0
+        return print_devices(devices, "no audio output devices found")
     if not args.room or not args.lang:
         print("s2st play: --room and --lang are required", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus.keys import Keys
+from bus.text import as_text
 from bus.topology import Family
 from pipeline import PIPELINE
 
@@ -106,7 +107,7 @@ async def _group_state(client: Any, key: str, group: str) -> tuple[int | None, i
         return None, None
     for info in groups:
         name = info.get("name")
-        if (name.decode() if isinstance(name, bytes) else name) == group:
+        if as_text(name) == group:
             lag = info.get("lag")
             return int(info.get("pending", 0)), (int(lag) if lag is not None else None)
     return None, None

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import wave
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from bus import clock
+from capture_agent import portaudio
 
 OUTPUT_RATE = 24_000
 
@@ -123,80 +121,25 @@ class WavSink:
 # -- sound device ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OutputDevice:
-    index: int
-    name: str
-    channels: int
-    default_rate: int
-    is_default: bool
+OutputDevice = portaudio.Device
 
 
 def _pyaudio() -> Any:
-    try:
-        import pyaudio
-    except ImportError:
-        raise OutputError(
-            "playing to a device needs pyaudio: pip install 's2st[mic]' "
-            "(with portaudio19-dev); or write a file with --out"
-        ) from None
-    return pyaudio
-
-
-@contextlib.contextmanager
-def _native_stderr_muted() -> Iterator[None]:
-    """PortAudio's ALSA/JACK probing prints to fd 2; keep the terminal readable."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    return portaudio.import_pyaudio(
+        OutputError, "playing to a device needs pyaudio: pip install 's2st[mic]' "
+        "(with portaudio19-dev); or write a file with --out")
 
 
 def list_output_devices() -> list[OutputDevice]:
-    pyaudio = _pyaudio()
-    with _native_stderr_muted():
-        pa = pyaudio.PyAudio()
-    try:
-        try:
-            default = int(pa.get_default_output_device_info()["index"])
-        except OSError:
-            default = -1
-        out = []
-        for index in range(pa.get_device_count()):
-            info = pa.get_device_info_by_index(index)
-            channels = int(info.get("maxOutputChannels", 0))
-            if channels > 0:
-                out.append(OutputDevice(index, str(info["name"]), channels,
-                                        int(info["defaultSampleRate"]), index == default))
-        return out
-    finally:
-        pa.terminate()
+    return portaudio.list_devices(_pyaudio(), "output")
 
 
 def choose_device(devices: list[OutputDevice], wanted: str | None) -> OutputDevice:
     """By index, exact name, unique name fragment (case-insensitive), or the default."""
-    if not devices:
-        raise OutputError("no audio output devices found (use --out file.wav)")
-    if wanted is None or wanted == "":
-        return next((d for d in devices if d.is_default), devices[0])
-    if wanted.isdigit():
-        for d in devices:
-            if d.index == int(wanted):
-                return d
-        raise OutputError(f"no output device with index {wanted}")
-    low = wanted.lower()
-    exact = [d for d in devices if d.name.lower() == low]
-    matches = exact or [d for d in devices if low in d.name.lower()]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise OutputError(f"no output device named like {wanted!r} (see --list-devices)")
-    raise OutputError(f"output device {wanted!r} is ambiguous: "
-                      + ", ".join(f"{d.index}: {d.name}" for d in matches))
+    return portaudio.choose_device(
+        devices, wanted, "output", OutputError,
+        none_found="no audio output devices found (use --out file.wav)",
+        hint=" (see --list-devices)")
 
 
 class PyAudioSink:
@@ -205,8 +148,7 @@ class PyAudioSink:
         self.device = choose_device(list_output_devices(), device)
         self.rate = rate
         self.playhead = Playhead()
-        with _native_stderr_muted():
-            self._pa = pyaudio.PyAudio()
+        self._pa = portaudio.open_portaudio(pyaudio)
         try:
             self._stream = self._pa.open(format=pyaudio.paInt16, channels=1, rate=rate,
                                          output=True, output_device_index=self.device.index)

@@ -22,6 +22,7 @@ from typing import Any
 from bus import clock
 from bus.events import Event, MalformedEvent, decode_event
 from bus.logs import get_logger
+from bus.text import as_text
 
 log = get_logger("player.subscriber")
 
@@ -105,7 +106,7 @@ class StreamReader:
 
     async def last_id(self, stream: str) -> str:
         newest = await self.r.xrevrange(stream, "+", "-", count=1)
-        return _s(newest[0][0]) if newest else "0-0"
+        return as_text(newest[0][0]) if newest else "0-0"
 
     async def read(self) -> list[Entry]:
         """One XREAD (blocking up to ``block_ms``); decoded entries in stream order."""
@@ -115,9 +116,9 @@ class StreamReader:
         now = clock.now()
         out: list[Entry] = []
         for raw_stream, entries in _items(reply):
-            stream = _s(raw_stream)
+            stream = as_text(raw_stream)
             for raw_id, fields in entries:
-                entry_id = _s(raw_id)
+                entry_id = as_text(raw_id)
                 self.positions[stream] = entry_id
                 try:
                     event = decode_event(fields)
@@ -141,7 +142,3 @@ def _items(reply: Any) -> list[tuple[Any, Any]]:
     if isinstance(reply, dict):  # RESP3
         return list(reply.items())
     return [(stream, entries) for stream, entries in reply]
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -101,12 +101,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     configure_logging(stack.settings.log_format, "warning")  # the players' logs stay quiet
     evaluation = Evaluation(args, stack, supervisor, manifest, chosen, skipped)
-    with supervisor.signals_handled():
-        try:
-            return evaluation.run()
-        except BaseException:
-            supervisor.kill_all()
-            raise
+    with supervisor.in_charge():
+        return evaluation.run()
 
 
 class Evaluation:

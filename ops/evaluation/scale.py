@@ -80,7 +80,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "s2st bench scale " + " ".join(sys.argv[3:]),
     }
-    with supervisor.signals_handled():
+    with supervisor.in_charge():
         try:
             if not args.skip_models:
                 clip = _cut(source, args.clip_s, out.with_suffix("") / "clip.wav")
@@ -92,9 +92,6 @@ def cmd_scale(args: argparse.Namespace) -> int:
         except StackError as exc:
             print(f"s2st bench scale: cannot start: {exc}", file=sys.stderr)
             return 2
-        except BaseException:
-            supervisor.kill_all()
-            raise
     out.parent.mkdir(parents=True, exist_ok=True)
     png = _plot(out.with_suffix(".png"), report)
     report["plot"] = str(png) if png else None

@@ -30,9 +30,11 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from bus.deadletters import dead_reason as dead_reason  # (moved there; read here too)
+from bus.text import as_text
 from player_agent.latency import percentile
 
 K = TypeVar("K", int, tuple[int, int])
@@ -93,8 +95,8 @@ class Rec:
         return found
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+# a reply as text (a field that is not UTF-8 shows replacement characters)
+_text = partial(as_text, errors="replace")
 
 
 def parse_entry(entry_id: Any, fields: Mapping[Any, Any]) -> Rec | None:

@@ -16,14 +16,11 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from bus.deadletters import dead_entry
+from bus.text import as_text
 from ops.soak.accounting import Rec, parse_entry
 
 _PAGE = 500
 RETRY_S = 0.5  # after a failed read (Redis restarting): wait this long, then read again
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def read_stream(client: Any, key: str) -> list[Rec]:
@@ -38,7 +35,7 @@ async def read_stream(client: Any, key: str) -> list[Rec]:
                 out.append(rec)
         if len(batch) < _PAGE:
             return out
-        start = "(" + _s(batch[-1][0])
+        start = "(" + as_text(batch[-1][0])
 
 
 class StreamTail:
@@ -88,10 +85,10 @@ class StreamTail:
         self.read_at = time.time()
         n = 0
         for raw_key, entries in reply or []:
-            key = _s(raw_key)
+            key = as_text(raw_key)
             for raw_id, fields in entries:
                 n += 1
-                self.last[key] = _s(raw_id)
+                self.last[key] = as_text(raw_id)
                 if key in self.speech:
                     rec = parse_entry(raw_id, fields)
                     if rec is not None:

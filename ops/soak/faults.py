@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from bus.keys import Partition
+from bus.text import as_text
 from ops.redis_local import answers
 from ops.soak.accounting import fenced_writes, foreign_intervals
 from ops.soak.schedule import FaultSpec
@@ -81,7 +82,7 @@ class Chaos:
         for room in self.s.rooms:
             pattern = f"{self.s.keys.room(room)}:lease:{stage}:*"
             async for raw in self.s.client.scan_iter(match=pattern, count=500):
-                keys.append(raw.decode() if isinstance(raw, bytes) else str(raw))
+                keys.append(as_text(raw))
         if not keys:
             return {}
         owners = await self.s.client.mget(keys)
@@ -247,7 +248,7 @@ class Chaos:
             last = await self.s.client.xrevrange(key, "+", "-", count=1)
             if last:
                 raw = last[0][0]
-                ms, _, n = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("-")
+                ms, _, n = as_text(raw).partition("-")
                 out[key] = (int(ms), int(n))
         return out
 

@@ -19,6 +19,7 @@ from bus.deadletters import dead_entry
 from bus.events import MalformedEvent, Speech, decode
 from bus.keys import Keys
 from bus.status import collect, stage_backlog
+from bus.text import as_text
 from pipeline import PIPELINE
 from player_agent.latency import percentile
 
@@ -63,9 +64,9 @@ class LatencyWindow:
             for _ in range(_MAX_PAGES):
                 batch = await client.xrange(key, start, "+", count=_PAGE)
                 for raw_id, fields in batch:
-                    self._add(_text(raw_id), fields, room, lang)
+                    self._add(as_text(raw_id), fields, room, lang)
                 if batch:
-                    start = self._cursors[key] = "(" + _text(batch[-1][0])
+                    start = self._cursors[key] = "(" + as_text(batch[-1][0])
                 if len(batch) < _PAGE:
                     break
         self._samples = [s for s in self._samples if s[0] >= now - self.window_s]
@@ -174,6 +175,3 @@ def _session(s: dict[str, Any], now: float) -> dict[str, Any]:
 def _id_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

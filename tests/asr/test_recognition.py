@@ -11,10 +11,10 @@ import pytest
 
 from workers.asr.audio import load_audio
 from workers.asr.batching import BatchScheduler
-from workers.asr.decoder import DecodeRequest, WhisperDecoder, Word
+from workers.asr.decoder import DecodedWord, DecodeRequest, WhisperDecoder
 from workers.asr.simulate import make_chunks, replay
 from workers.asr.streaming import (
-    AudioChunk,
+    PcmBlock,
     RecognizerState,
     StreamConfig,
     StreamingRecognizer,
@@ -31,7 +31,7 @@ def committed_text(updates: list[Update]) -> str:
     return " ".join(u.text for u in updates if u.kind == "committed" and u.text)
 
 
-def run_stream(rec: StreamingRecognizer, chunks: list[AudioChunk]) -> list[Update]:
+def run_stream(rec: StreamingRecognizer, chunks: list[PcmBlock]) -> list[Update]:
     updates: list[Update] = []
     for chunk in chunks:
         updates += rec.feed(chunk)
@@ -141,7 +141,7 @@ def test_takeover_mid_utterance_neither_drops_nor_repeats(
         commits = [u for u in before if u.kind == "committed" and u.words]
         assert commits, "something was committed before the takeover"
         # What the new owner knows comes from the transcript stream alone.
-        words = tuple(Word(" " + w.text.strip(), w.start, w.end, w.probability)
+        words = tuple(DecodedWord(" " + w.text.strip(), w.start, w.end, w.probability)
                       for u in commits for w in u.words)
         state = RecognizerState(
             utterance=commits[-1].utterance,

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from workers.asr.decoder import Word, compression_ratio
+from workers.asr.decoder import DecodedWord, compression_ratio
 from workers.asr.guards import (
     GuardConfig,
     SpeechGate,
@@ -16,16 +16,16 @@ from workers.asr.guards import (
     is_stock_hallucination,
     strip_repetitions,
 )
-from workers.asr.streaming import AudioChunk, RecognizerState, StreamConfig, StreamingRecognizer
+from workers.asr.streaming import PcmBlock, RecognizerState, StreamConfig, StreamingRecognizer
 from workers.asr.textnorm import normalize_text, word_error_rate
 from workers.asr.timeline import Timeline
 
 
-def words(text: str, step: float = 0.3) -> list[Word]:
-    return [Word(" " + w, i * step, (i + 1) * step, 0.9) for i, w in enumerate(text.split())]
+def words(text: str, step: float = 0.3) -> list[DecodedWord]:
+    return [DecodedWord(" " + w, i * step, (i + 1) * step, 0.9) for i, w in enumerate(text.split())]
 
 
-def texts(ws: list[Word]) -> str:
+def texts(ws: list[DecodedWord]) -> str:
     return " ".join(w.text.strip() for w in ws)
 
 
@@ -52,21 +52,22 @@ def test_repetition_of_committed_text_is_cut() -> None:
 def test_a_word_doubled_in_a_fraction_of_its_time_is_dropped() -> None:
     cfg = GuardConfig()
     # what tiny.en decoded of fleurs_en_1904's first 2 s: the second "however" lasts 0.1 s
-    doubled = [Word(" However,", 0.0, 1.36, 0.9), Word(" however,", 1.36, 1.46, 0.6),
-               Word(" due", 2.22, 2.24, 0.9)]
+    doubled = [DecodedWord(" However,", 0.0, 1.36, 0.9), DecodedWord(" however,", 1.36, 1.46, 0.6),
+               DecodedWord(" due", 2.22, 2.24, 0.9)]
     assert texts(drop_squeezed_repeats(doubled, cfg)) == "However, due"
     # ... also against the last word already committed
     assert texts(drop_squeezed_repeats(doubled[1:], cfg, before="However,")) == "due"
     # a speaker's own repeat takes a word's time, and a short word a short time
-    said = [Word(" no,", 0.0, 0.25, 0.9), Word(" no", 0.3, 0.5, 0.9),
-            Word(" very", 0.6, 0.9, 0.9), Word(" very", 0.9, 1.15, 0.9)]
+    said = [DecodedWord(" no,", 0.0, 0.25, 0.9), DecodedWord(" no", 0.3, 0.5, 0.9),
+            DecodedWord(" very", 0.6, 0.9, 0.9), DecodedWord(" very", 0.9, 1.15, 0.9)]
     assert texts(drop_squeezed_repeats(said, cfg)) == "no, no very very"
     assert texts(drop_squeezed_repeats(doubled, GuardConfig(min_repeat_s_per_char=0))) == \
         "However, however, due"
 
 
 def test_zero_length_words_at_the_audio_end_are_cut() -> None:
-    ws = [Word(" a", 0.0, 0.4, 1.0), Word(" b", 0.4, 0.9, 1.0), Word(" c", 1.0, 1.0, 1.0)]
+    ws = [DecodedWord(" a", 0.0, 0.4, 1.0), DecodedWord(" b", 0.4, 0.9, 1.0),
+          DecodedWord(" c", 1.0, 1.0, 1.0)]
     assert [w.text for w in cut_at_audio_end(ws, 1.0, GuardConfig())] == [" a", " b"]
     assert len(cut_at_audio_end(ws, 3.0, GuardConfig())) == 3
 
@@ -106,14 +107,14 @@ def test_timeline_maps_positions_across_gaps() -> None:
 
 def test_chunks_from_pcm_bytes() -> None:
     pcm = (np.arange(800, dtype="<i2") * 3).tobytes()
-    chunk = AudioChunk.from_pcm(pcm, utterance=2, offset=16000, capture_start=5.0)
+    chunk = PcmBlock.from_pcm(pcm, utterance=2, offset=16000, capture_start=5.0)
     assert chunk.samples == 800
     assert chunk.capture_end == pytest.approx(5.0 + 799 / 16000)
     assert chunk.float_audio().dtype == np.float32
     with pytest.raises(ValueError, match="odd number"):
-        AudioChunk.from_pcm(b"\x00\x01\x02", utterance=0, offset=0, capture_start=0.0)
+        PcmBlock.from_pcm(b"\x00\x01\x02", utterance=0, offset=0, capture_start=0.0)
     with pytest.raises(ValueError, match="16000 Hz"):
-        AudioChunk.from_pcm(pcm, utterance=0, offset=0, capture_start=0.0, rate=8000)
+        PcmBlock.from_pcm(pcm, utterance=0, offset=0, capture_start=0.0, rate=8000)
 
 
 def test_bad_settings_are_refused() -> None:
@@ -128,7 +129,7 @@ def test_state_round_trips_and_closed_utterances_are_ignored() -> None:
     assert RecognizerState.from_dict(state.to_dict()) == state
     closed = RecognizerState(3, 48000, "done.", None, utterance_closed=True)
     rec = StreamingRecognizer(None, StreamConfig(), state=closed)
-    replayed = AudioChunk(3, 40000, np.zeros(8000, np.int16), 0.0, 0.5, utt_end=True)
+    replayed = PcmBlock(3, 40000, np.zeros(8000, np.int16), 0.0, 0.5, utt_end=True)
     assert rec.feed(replayed, decode=False) == []
     assert rec.utterance is None
     assert rec.snapshot() == RecognizerState(3, None, "done.", None, utterance_closed=True)

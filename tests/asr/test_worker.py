@@ -113,9 +113,8 @@ async def test_worker_transcribes_real_speech(manifest: dict[str, dict[str, Any]
             await client.xadd(key, event.to_fields())
             await asyncio.sleep(0.1)  # five times real time: live enough for partials
         now = time.time()
-        await client.xadd(key, ControlEvent(room=part.room, session=part.session,
-                                            seq=len(chunks), capture_start=now,
-                                            capture_end=now, action="end").to_fields())
+        await client.xadd(key, ControlEvent.end_of(part.room, part.session, at=now,
+                                                   seq=len(chunks)).to_fields())
         await _wait_end(client, settings, part, limit=150)
     events = await _transcripts(client, settings, part)
     committed = _check_committed(events, _reference(manifest))
@@ -165,9 +164,8 @@ async def test_worker_killed_mid_utterance_loses_and_repeats_nothing(
                     killed = True
         assert killed, "worker A never committed anything"
         now = time.time()
-        await client.xadd(key, ControlEvent(room=part.room, session=part.session,
-                                            seq=len(chunks), capture_start=now,
-                                            capture_end=now, action="end").to_fields())
+        await client.xadd(key, ControlEvent.end_of(part.room, part.session, at=now,
+                                                   seq=len(chunks)).to_fields())
         await _wait_end(client, settings, part, limit=150)
         assert await client.get(lease) in (None, b"asr-b")
     finally:

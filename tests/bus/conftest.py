@@ -8,24 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bus_helpers import LOCAL_URL, fast_settings
+from bus_helpers import fast_settings
 
 from bus.settings import BusSettings
 from bus.testing import scratch_client
 from ops.redis_servers import RedisCluster, RedisServer
-
-
-@pytest.fixture(scope="session")
-def local_redis() -> str:
-    try:
-        redis.Redis.from_url(LOCAL_URL).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.fail("no Redis at 127.0.0.1:6379 (start one: redis-server --daemonize yes)")
-    return LOCAL_URL
 
 
 @pytest.fixture(scope="session")

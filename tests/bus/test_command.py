@@ -4,6 +4,7 @@ errors and exit statuses of the shared entry."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from typing import Literal
 
 import pytest
@@ -18,6 +19,7 @@ from bus.command import (
     settings_from_args,
 )
 from bus.connection import RedisUnavailable
+from bus.logs import configure_logging
 from bus.settings import BusSettings
 
 
@@ -106,6 +108,14 @@ def test_the_worker_flags_keep_their_names_and_variables() -> None:
 
 def bus_args() -> argparse.Namespace:
     return argparse.Namespace(redis_url=None, log_level="error")
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """run_async configures the process's logging (level error here): put back the default
+    afterwards, or later tests in this process that capture warnings see none."""
+    yield
+    configure_logging()
 
 
 def test_run_async_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,6 +54,14 @@ def test_round_trip_of_every_event_type() -> None:
         assert decode(wire) == event
 
 
+def test_end_of_builds_the_end_marker_a_producer_writes() -> None:
+    marker = ControlEvent.end_of("r1", "s1", at=12.5, seq=4, reason="eof", emitted=13.0)
+    assert marker == ControlEvent(room="r1", session="s1", seq=4, capture_start=12.5,
+                                  capture_end=12.5, action="end", reason="eof", emitted=13.0)
+    assert ControlEvent.end_of("r1", "s1", at=1.0) == ControlEvent(
+        room="r1", session="s1", seq=0, capture_start=1.0, capture_end=1.0, action="end")
+
+
 def test_metadata_is_plain_text_and_payload_is_msgpack() -> None:
     fields = _transcript().to_fields()
     assert fields["session"] == "s1" and fields["seq"] == "7" and fields["text"] == "hello world"

@@ -24,6 +24,7 @@ from bus.keys import BELL_MAXLEN, Keys, Partition
 from bus.registry import Registry
 from bus.settings import BusSettings
 from bus.testing import RelayStage, end_marker, make_chunk, run_worker, scratch_client
+from bus.text import as_text
 
 BAD = "bad registry entry skipped"
 GOOD = [Partition("ra", "s1", "es"), Partition("rb", "s2", "de")]
@@ -95,10 +96,6 @@ CASES: list[tuple[str, Writer, str, tuple[str, str | None], Any]] = [
 def _key(keys: Keys, where: tuple[str, str | None]) -> str:
     name, room = where
     return keys.rooms if room is None else str(getattr(keys, name)(room))
-
-
-def _shown(value: Any) -> str:
-    return value.decode(errors="backslashreplace") if isinstance(value, bytes) else str(value)
 
 
 def _bad_count(kind: str) -> float:
@@ -173,7 +170,7 @@ async def test_a_bad_registry_entry_is_skipped_logged_once_and_counted(
         assert bad[0]["kind"] == kind
         assert bad[0]["key"] == _key(settings.keys, where)
         if field is not None:
-            assert bad[0]["field"] == _shown(field)
+            assert bad[0]["field"] == as_text(field, "backslashreplace")
         assert _bad_count(kind) == before + 1
         # every reader sees the good entries only
         reg = Registry(client, settings.keys)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,33 +73,11 @@ def snr_db() -> Callable[[np.ndarray, np.ndarray], float]:
 
 # --- the bus: a unique key prefix per test on the local Redis, cleaned afterwards -------
 
-LOCAL_REDIS = "redis://127.0.0.1:6379/0"
-
-
-def _delete_prefix(url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
 
 @pytest.fixture
-def key_prefix() -> Iterator[str]:
+def key_prefix(scratch_prefix: Callable[[str], str]) -> str:
     """A fresh key prefix on the local Redis; every key under it is deleted afterwards."""
-    import redis
-
-    try:
-        redis.Redis.from_url(LOCAL_REDIS).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.fail("no Redis at 127.0.0.1:6379 (start one: redis-server --daemonize yes)")
-    prefix = "tcap" + uuid.uuid4().hex[:10]
-    yield prefix
-    _delete_prefix(LOCAL_REDIS, prefix)
+    return scratch_prefix("tcap")
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,8 @@ import json
 import os
 import subprocess
 import sys
-import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -31,13 +30,8 @@ def s2st(*args: str, timeout: float = 600, **env: str) -> subprocess.CompletedPr
 
 
 @pytest.fixture
-def prefix() -> Any:
-    name = "tev" + uuid.uuid4().hex[:8]
-    yield name
-    client = redis.Redis.from_url(LOCAL_URL)
-    left = list(client.scan_iter(match=name + "*", count=1000))
-    if left:
-        client.delete(*left)
+def prefix(scratch_prefix: Callable[[str], str]) -> str:
+    return scratch_prefix("tev")
 
 
 @pytest.mark.slow

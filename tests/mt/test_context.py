@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from bus.keys import Keys
@@ -193,11 +192,7 @@ def test_glossary_entry_forms() -> None:
 
 
 @pytest.fixture
-async def client() -> Any:
-    try:
-        redis.Redis.from_url(LOCAL_URL).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.fail("no Redis at 127.0.0.1:6379 (start one: redis-server --daemonize yes)")
+async def client(local_redis: str) -> Any:
     r = aioredis.Redis.from_url(LOCAL_URL)
     keys = Keys("tgl" + uuid.uuid4().hex[:10])
     yield r, keys

@@ -235,12 +235,12 @@ def test_transcript_event_fields_are_checked() -> None:
 def test_translation_out_fields(router: Router) -> None:
     engine = SessionEngine(router, ["es"])
     event = TranscriptIn(3, "committed", "u1", "The dog.", "en", 0, 16000, 1.0, 2.0, final=True)
-    fields = engine.on_committed(event, now=0.0)[0].to_fields()
-    assert fields["src_seq"] == fields["src_seq_first"] == 3
-    assert (fields["kind"], fields["lang"], fields["text"], fields["route"]) == (
+    out = engine.on_committed(event, now=0.0)[0]
+    assert out.src_seq == out.src_seq_first == 3
+    assert (out.kind, out.lang, out.text, out.route) == (
         "committed", "es", "El perro.", "apertium:en-es",
     )
-    assert (fields["capture_start"], fields["capture_end"]) == (1.0, 2.0)
+    assert (out.capture_start, out.capture_end) == (1.0, 2.0)
 
 
 def test_a_backend_raising_anything_costs_only_its_own_target(apertium: ApertiumTranslator) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from prometheus_client import REGISTRY
 
 from bus.events import ControlEvent, Event, Transcript, Translation, decode_event
@@ -49,11 +48,7 @@ MT = MTSettings(engine=EngineConfig(hold_timeout_s=60.0, caption_interval_s=0.1)
 
 
 @pytest.fixture
-def settings() -> BusSettings:
-    try:
-        redis.Redis.from_url(LOCAL_URL).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.fail("no Redis at 127.0.0.1:6379 (start one: redis-server --daemonize yes)")
+def settings(local_redis: str) -> BusSettings:
     return BusSettings(
         redis_url=LOCAL_URL, key_prefix="tmt" + uuid.uuid4().hex[:10], lease_ttl_ms=1200,
         heartbeat_ms=300, discovery_ms=150, block_ms=50, retry_backoff_ms=10, log_level="warning",

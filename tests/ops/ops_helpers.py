@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +28,17 @@ def s2st(*args: str, env: dict[str, str] | None = None, **kw: object) -> subproc
     return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
         [sys.executable, "-m", "ops.cli", *args], cwd=ROOT, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def cpu_stack_config(rooms: dict[str, list[str]], **settings: str) -> str:
+    """A stack config (TOML) with one worker a stage on the CPU profile's small models (tiny.en,
+    Apertium, espeak-ng); ``settings`` go into that profile too."""
+    profile = {"S2ST_ASR_MODEL": "tiny.en", "S2ST_ASR_DEVICE": "cpu", **settings,
+               "S2ST_MT_BACKENDS": "*=apertium", "S2ST_TTS_BACKENDS": "*=espeak"}
+    lines = ["[rooms]", *(f"{room} = {json.dumps(langs)}" for room, langs in rooms.items()),
+             "[workers]", "asr = 1", "mt = 1", "tts = 1", "[profiles.cpu]",
+             *(f"{name} = {json.dumps(value)}" for name, value in profile.items())]
+    return "\n".join(lines) + "\n"
 
 
 def base_env(**extra: str) -> dict[str, str]:

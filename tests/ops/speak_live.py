@@ -34,7 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "player"), str(HERE.parents[1])]
 
-from ops_helpers import Output, base_env, descendants, s2st, stop_hard  # noqa: E402
+from ops_helpers import Output, base_env, cpu_stack_config, descendants, s2st, stop_hard  # noqa: E402
 from room_browser import ARGS, CHROMIUM  # noqa: E402
 
 from player_agent.latency import percentile  # noqa: E402
@@ -44,19 +44,7 @@ SECRET = "speak-live-test-secret-0123456789abcdef"
 ROOM = "live"
 RATE = 16000
 LEAD_S, GAP_S, TAIL_S = 1.0, 1.5, 4.0  # silence before, between and after the clips
-CONFIG = f"""
-[rooms]
-{ROOM} = ["es"]
-[workers]
-asr = 1
-mt = 1
-tts = 1
-[profiles.cpu]
-S2ST_ASR_MODEL = "tiny.en"
-S2ST_ASR_DEVICE = "cpu"
-S2ST_MT_BACKENDS = "*=apertium"
-S2ST_TTS_BACKENDS = "*=espeak"
-"""
+CONFIG = cpu_stack_config({ROOM: ["es"]})
 TRUE_JS = "window.s2stSpeak && window.s2stSpeak.connected"
 
 

@@ -9,13 +9,11 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from ops import gpu
 
@@ -39,14 +37,8 @@ def s2st(*args: str, timeout: float = 280) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def key_prefix() -> Iterator[str]:
-    name = "tgpu" + uuid.uuid4().hex[:8]
-    yield name
-    client = redis.Redis.from_url(LOCAL_URL)
-    left = list(client.scan_iter(match=name + "*", count=1000))  # the ramp adds -<run id>
-    if left:
-        client.delete(*left)
-    client.close()
+def key_prefix(scratch_prefix: Callable[[str], str]) -> str:
+    return scratch_prefix("tgpu")  # the ramp adds -<run id>: its keys go too
 
 
 def check_components(data: dict[str, Any]) -> None:

@@ -16,10 +16,11 @@ import pytest
 from ops_helpers import base_env
 
 from bus.connection import connect
-from bus.events import AudioChunk, ControlEvent, Hop, Speech, Transcript, Translation
+from bus.events import AudioChunk, ControlEvent, Speech, Transcript, Translation
 from bus.keys import Keys, Partition
 from bus.registry import Registry
 from bus.settings import BusSettings
+from bus.testing import hop
 from ops.cli import main as s2st_main
 from ops.replay import Point, Replay, ReplayError, ReplayPlan, committed_texts, wait_done
 from ops.session_read import read_all
@@ -32,10 +33,6 @@ OFFSETS = [0, 8000, 16000, 32000, 40000]  # nothing sent for 24000..32000: a gap
 
 def pcm(value: int, samples: int) -> bytes:
     return np.full(samples, value, dtype="<i2").tobytes()
-
-
-def hop(stage: str, t_in: float, t_out: float) -> Hop:
-    return Hop(stage=stage, worker=f"w-{stage}", t_in=t_in, t_out=t_out)
 
 
 async def publish(client: Any, keys: Keys, t0: float) -> None:
@@ -52,9 +49,8 @@ async def publish(client: Any, keys: Keys, t0: float) -> None:
             samples=CHUNK, rate=16000, speech_prob=0.9, vad="speech", utt_start=seq in (0, 2),
             utt_end=seq in (1, 4), pcm=pcm(1000 * (seq + 1), CHUNK),
             emitted=t0 + (off + CHUNK) / 16000 + 0.01).to_fields())
-    await client.xadd(audio, ControlEvent(room=ROOM, session=SESSION, seq=5, capture_start=t0 + 3,
-                                          capture_end=t0 + 3, action="end",
-                                          emitted=t0 + 3).to_fields())
+    await client.xadd(audio, ControlEvent.end_of(ROOM, SESSION, at=t0 + 3, seq=5,
+                                                 emitted=t0 + 3).to_fields())
     await client.xgroup_create(audio, "asr", id="0")
     transcript = keys.stream("transcript", part)
     texts = [(0, "partial", "good mor", 0, 8000), (0, "committed", "Good morning.", 0, 16000),

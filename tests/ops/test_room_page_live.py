@@ -17,7 +17,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-from ops_helpers import ROOT, Output, all_gone, base_env, descendants, s2st, stop_hard
+from ops_helpers import (
+    ROOT,
+    Output,
+    all_gone,
+    base_env,
+    cpu_stack_config,
+    descendants,
+    s2st,
+    stop_hard,
+)
 
 from ops.sample import SAMPLE
 from ops.stack import s2st_argv
@@ -27,19 +36,7 @@ from room_browser import HAVE_CHROMIUM, room_page
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-[rooms]
-live = ["es"]
-[workers]
-asr = 1
-mt = 1
-tts = 1
-[profiles.cpu]
-S2ST_ASR_MODEL = "tiny.en"
-S2ST_ASR_DEVICE = "cpu"
-S2ST_MT_BACKENDS = "*=apertium"
-S2ST_TTS_BACKENDS = "*=espeak"
-"""
+CONFIG = cpu_stack_config({"live": ["es"]})
 
 
 @pytest.mark.skipif(not HAVE_CHROMIUM, reason="apt-get install -y chromium")

@@ -9,20 +9,16 @@ from typing import Any
 import pytest
 
 from bus.connection import connect
-from bus.events import DeadLetter, Hop, Speech, Transcript, Translation
+from bus.events import DeadLetter, Speech, Transcript, Translation
 from bus.keys import Keys, Partition
 from bus.registry import Registry
 from bus.settings import BusSettings
-from bus.testing import end_marker, make_chunk
+from bus.testing import end_marker, hop, make_chunk
 from ops.cli import main as s2st_main
 from ops.session_view import hop_parts, inspect_session
 from ops.status import collect, format_status
 
 ROOM, SESSION = "hall", "alice"
-
-
-def hop(stage: str, t_in: float, t_out: float) -> Hop:
-    return Hop(stage=stage, worker=f"w-{stage}", t_in=t_in, t_out=t_out)
 
 
 async def publish_session(client: Any, keys: Keys, t0: float) -> None:

@@ -113,3 +113,18 @@ def test_sigterm_to_the_supervisor_requests_a_stop() -> None:
         assert sup.stop_requested.wait(2)
         assert sup.run_forever() is None
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_in_charge_kills_every_child_when_the_block_raises() -> None:
+    sup = Supervisor(out=io.StringIO(), stop_timeout_s=5)
+    before = signal.getsignal(signal.SIGTERM)
+    child = sup.start("svc", sleeper())
+    try:
+        with sup.in_charge():
+            raise KeyboardInterrupt  # as a second Ctrl-C would
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the exception did not go on")
+    assert child.proc.wait(5) is not None
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -16,6 +16,7 @@ from ops_helpers import (
     Output,
     all_gone,
     base_env,
+    cpu_stack_config,
     dead_url,
     descendants,
     exit_codes,
@@ -23,20 +24,7 @@ from ops_helpers import (
     stop_hard,
 )
 
-CONFIG = """
-[rooms]
-r1 = ["es", "ca"]
-[workers]
-asr = 1
-mt = 1
-tts = 1
-[profiles.cpu]
-S2ST_ASR_MODEL = "tiny.en"
-S2ST_ASR_DEVICE = "cpu"
-S2ST_ASR_THREADS = "1"
-S2ST_MT_BACKENDS = "*=apertium"
-S2ST_TTS_BACKENDS = "*=espeak"
-"""
+CONFIG = cpu_stack_config({"r1": ["es", "ca"]}, S2ST_ASR_THREADS="1")
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

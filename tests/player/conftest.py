@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -27,11 +26,7 @@ def player_settings(**kw: Any) -> BusSettings:
 
 
 @pytest.fixture
-def settings() -> BusSettings:
-    try:
-        redis.Redis.from_url(LOCAL_URL).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.fail("no Redis at 127.0.0.1:6379 (start one: redis-server --daemonize yes)")
+def settings(local_redis: str) -> BusSettings:
     return player_settings()
 
 

@@ -55,8 +55,7 @@ async def speak(settings: BusSettings, room: str, session: str, clips: list[dict
     now = time.time()
     await Registry(client, settings.keys).end_session(
         room, session, marker_stream=key,
-        marker=ControlEvent(room=room, session=session, seq=len(clips), capture_start=now,
-                            capture_end=now, action="end", emitted=now))
+        marker=ControlEvent.end_of(room, session, at=now, seq=len(clips), emitted=now))
     await client.aclose()
 
 

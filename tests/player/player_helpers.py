@@ -63,8 +63,7 @@ def speech_pieces(room: str, lang: str, seg: SegmentSpec, parts: int) -> list[Sp
 
 def end_marker(room: str, session: str) -> ControlEvent:
     now = time.time()
-    return ControlEvent(room=room, session=session, seq=0, capture_start=now, capture_end=now,
-                        action="end", emitted=now)
+    return ControlEvent.end_of(room, session, at=now, emitted=now)
 
 
 def transcript(room: str, session: str, seq: int, kind: str, text: str, t0: float, t1: float,

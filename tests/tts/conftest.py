@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis
 
 from bus.settings import BusSettings
 from bus.testing import scratch_client
@@ -119,12 +118,8 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
 
 
 @pytest.fixture
-def bus_settings() -> BusSettings:
+def bus_settings(local_redis: str) -> BusSettings:
     """Bus settings with a key prefix of this test alone and short timings."""
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.fail(f"no Redis at {REDIS_URL} (start one: redis-server --daemonize yes)")
     return BusSettings(
         redis_url=REDIS_URL, key_prefix="ttts" + uuid.uuid4().hex[:10], lease_ttl_ms=1200,
         heartbeat_ms=300, discovery_ms=100, block_ms=50, retry_backoff_ms=10,

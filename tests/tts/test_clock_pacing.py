@@ -75,9 +75,8 @@ async def test_a_worker_with_its_clock_ahead_speaks_a_fresh_segment_at_its_own_p
         await bus_client.xadd(key, event.to_fields())
         spoken = await _speech_of(bus_client, bus_settings, lang, 1)
         now = clock.now()
-        await bus_client.xadd(key, ControlEvent(
-            room=ROOM, session=SESSION, seq=99, capture_start=now, capture_end=now,
-            action="end", reason="test", emitted=now).to_fields())
+        await bus_client.xadd(key, ControlEvent.end_of(
+            ROOM, SESSION, at=now, seq=99, reason="test", emitted=now).to_fields())
     assert spoken and all(isinstance(p, Speech) for p in spoken)
     assert late_total(lang) == late_before  # not "late": the fast voice did not take over
     assert speed_sum(lang) == pytest.approx(speed_before + 1.0)  # at the voice's own pace

@@ -64,8 +64,7 @@ def translation(seq: int, lang: str, text: str, *,
 
 def end_of(session: str = SESSION) -> ControlEvent:
     now = time.time()
-    return ControlEvent(room=ROOM, session=session, seq=99, capture_start=now, capture_end=now,
-                        action="end", reason="test", emitted=now)
+    return ControlEvent.end_of(ROOM, session, at=now, seq=99, reason="test", emitted=now)
 
 
 async def open_room(client: Any, settings: BusSettings, langs: list[str],

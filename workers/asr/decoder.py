@@ -44,16 +44,18 @@ Task = Literal["transcribe", "translate"]
 
 
 @dataclass(frozen=True, slots=True)
-class Word:
-    """A recognized word; times in seconds relative to the decoded buffer's first sample."""
+class DecodedWord:
+    """A word as the decoder recognized it; times in seconds relative to the decoded buffer's
+    first sample, or from the session's once the recognizer places it (the wire form is
+    :class:`bus.events.Word`)."""
 
     text: str
     start: float
     end: float
     probability: float
 
-    def shifted(self, seconds: float) -> Word:
-        return Word(self.text, self.start + seconds, self.end + seconds, self.probability)
+    def shifted(self, seconds: float) -> DecodedWord:
+        return DecodedWord(self.text, self.start + seconds, self.end + seconds, self.probability)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,7 @@ class DecodeRequest:
 class Hypothesis:
     """The decoder's best guess for one buffer."""
 
-    words: list[Word]
+    words: list[DecodedWord]
     text: str
     language: str
     language_probability: float
@@ -360,7 +362,7 @@ PUNCT_BEFORE = set("\"'“¿¡([{-«")
 
 def _words_from_alignment(
     tok: Tokenizer, tokens: list[int], alignment, duration: float, skip_tokens: int = 0
-) -> list[Word]:
+) -> list[DecodedWord]:
     """Turn the token-to-frame alignment path into timed words (punctuation merged).
 
     Words starting within the first ``skip_tokens`` tokens (a forced prefix) are left out.
@@ -377,7 +379,7 @@ def _words_from_alignment(
     token_times = time_idx[first_of_token] / TOKENS_PER_SECOND
     probs = np.asarray(alignment.text_token_probs, dtype=np.float64)
     bounds = np.concatenate(([0], np.cumsum([len(t) for t in word_tokens[:-1]])))
-    raw: list[Word] = []
+    raw: list[DecodedWord] = []
     for k, text in enumerate(words[:-1]):  # the last "word" is end-of-text
         a, b = int(bounds[k]), int(bounds[k + 1])
         if a >= len(token_times):
@@ -387,19 +389,19 @@ def _words_from_alignment(
         start = float(token_times[a])
         end = float(token_times[min(b, len(token_times) - 1)])
         prob = float(np.mean(probs[a:b])) if b > a and len(probs) >= b else 0.0
-        raw.append(Word(text, min(start, duration), min(max(end, start), duration), prob))
+        raw.append(DecodedWord(text, min(start, duration), min(max(end, start), duration), prob))
     return _merge_punctuation(raw)
 
 
-def _merge_punctuation(words: list[Word]) -> list[Word]:
-    out: list[Word] = []
+def _merge_punctuation(words: list[DecodedWord]) -> list[DecodedWord]:
+    out: list[DecodedWord] = []
     carry = ""
     for w in words:
         stripped = w.text.strip()
         if stripped and all(c in PUNCT_AFTER for c in stripped) and out and not carry:
             if not w.text.startswith(" ") or stripped[0] not in PUNCT_BEFORE:
                 last = out[-1]
-                out[-1] = Word(last.text + stripped, last.start, last.end, last.probability)
+                out[-1] = DecodedWord(last.text + stripped, last.start, last.end, last.probability)
                 continue
         if stripped and all(c in PUNCT_BEFORE for c in stripped):
             carry += w.text
@@ -408,7 +410,7 @@ def _merge_punctuation(words: list[Word]) -> list[Word]:
             continue
         if carry:
             text = carry + w.text.lstrip() if carry.startswith(" ") else carry + w.text
-            w = Word(text, w.start, w.end, w.probability)
+            w = DecodedWord(text, w.start, w.end, w.probability)
             carry = ""
         out.append(w)
     return out

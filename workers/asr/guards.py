@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .decoder import SAMPLE_RATE, Hypothesis, Word
+from .decoder import SAMPLE_RATE, DecodedWord, Hypothesis
 from .textnorm import normalize_text, normalize_word
 
 VAD_FRAME = 512  # silero at 16 kHz: 32 ms frames
@@ -134,8 +134,8 @@ def is_stock_hallucination(text: str) -> bool:
 
 
 def strip_repetitions(
-    words: Sequence[Word], cfg: GuardConfig, context: Sequence[str] = ()
-) -> list[Word]:
+    words: Sequence[DecodedWord], cfg: GuardConfig, context: Sequence[str] = ()
+) -> list[DecodedWord]:
     """Cut the word list where a word or phrase starts repeating more than allowed.
 
     ``context`` holds the words said just before (already committed), so a loop that
@@ -169,15 +169,15 @@ def strip_repetitions(
     return list(words[: max(0, cut - len(ctx))])
 
 
-def drop_squeezed_repeats(words: Sequence[Word], cfg: GuardConfig,
-                          before: str | None = None) -> list[Word]:
+def drop_squeezed_repeats(words: Sequence[DecodedWord], cfg: GuardConfig,
+                          before: str | None = None) -> list[DecodedWord]:
     """Drop each word that repeats the word before it (``before``: the last word committed,
     for the first) but is too short to have been said: under ``min_repeat_s_per_char`` per
     letter. A speaker's real repeat ("no, no") takes a word's time; Whisper's doubled word
     is squeezed into a fraction of it."""
     if cfg.min_repeat_s_per_char <= 0:
         return list(words)
-    kept: list[Word] = []
+    kept: list[DecodedWord] = []
     previous = normalize_word(before) if before else ""
     for w in words:
         key = normalize_word(w.text)
@@ -189,10 +189,11 @@ def drop_squeezed_repeats(words: Sequence[Word], cfg: GuardConfig,
     return kept
 
 
-def cut_at_audio_end(words: Sequence[Word], duration: float, cfg: GuardConfig) -> list[Word]:
+def cut_at_audio_end(words: Sequence[DecodedWord], duration: float,
+                     cfg: GuardConfig) -> list[DecodedWord]:
     """Drop words placed at the very end of the audio with no duration: Whisper's loops
     and invented continuations pile up there."""
-    kept: list[Word] = []
+    kept: list[DecodedWord] = []
     for w in words:
         if w.start >= duration - cfg.end_margin_s and w.end - w.start < 0.05:
             break
@@ -201,8 +202,8 @@ def cut_at_audio_end(words: Sequence[Word], duration: float, cfg: GuardConfig) -
 
 
 def words_on_speech(
-    words: Sequence[Word], gate: SpeechGate, offset_s: float, cfg: GuardConfig
-) -> list[Word]:
+    words: Sequence[DecodedWord], gate: SpeechGate, offset_s: float, cfg: GuardConfig
+) -> list[DecodedWord]:
     """Keep the words whose time span (shifted by ``offset_s``) touches detected speech."""
     margin = cfg.word_speech_margin_s
     kept = []

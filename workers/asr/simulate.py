@@ -18,7 +18,7 @@ import numpy as np
 
 from .batching import BatchScheduler
 from .decoder import SAMPLE_RATE
-from .streaming import AudioChunk, StreamingRecognizer, Update
+from .streaming import PcmBlock, StreamingRecognizer, Update
 from .textnorm import normalize_word
 
 CAPTURE_EPOCH = 1_700_000_000.0  # fake wall clock of sample 0 (any value works)
@@ -32,7 +32,7 @@ def make_chunks(
     offset: int = 0,
     epoch: float = CAPTURE_EPOCH,
     end: bool = True,
-) -> list[AudioChunk]:
+) -> list[PcmBlock]:
     """Cut float or int16 mono audio into chunk events of one utterance."""
     if audio.dtype != np.int16:
         audio = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
@@ -45,7 +45,7 @@ def make_chunks(
         piece = audio[a : a + step]
         first = offset + a
         chunks.append(
-            AudioChunk(
+            PcmBlock(
                 utterance=utterance,
                 offset=first,
                 audio=piece,
@@ -115,7 +115,7 @@ class StreamResult:
 
 def replay(
     recognizer: StreamingRecognizer,
-    chunks: Sequence[AudioChunk],
+    chunks: Sequence[PcmBlock],
     *,
     chunk_s: float = 0.5,
     clock: Callable[[], float] = time.perf_counter,
@@ -155,7 +155,7 @@ def replay(
 
 def replay_many(
     scheduler: BatchScheduler,
-    sessions: Mapping[str, tuple[StreamingRecognizer, Sequence[AudioChunk]]],
+    sessions: Mapping[str, tuple[StreamingRecognizer, Sequence[PcmBlock]]],
     *,
     chunk_s: float = 0.5,
     clock: Callable[[], float] = time.perf_counter,

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .decoder import SAMPLE_RATE, DecodeRequest, Hypothesis, Task, WhisperDecoder, Word
+from .decoder import SAMPLE_RATE, DecodedWord, DecodeRequest, Hypothesis, Task, WhisperDecoder
 from .guards import (
     GuardConfig,
     SpeechGate,
@@ -46,8 +46,10 @@ MAX_BUFFER_S = 28.0  # Whisper's window is 30 s
 
 
 @dataclass(frozen=True, slots=True)
-class AudioChunk:
-    """One audio chunk event of a session (16 kHz mono)."""
+class PcmBlock:
+    """The samples of one audio chunk of a session (16 kHz mono), as the recognizer holds
+    them: a numpy array and the chunk's place in the session (the wire event is
+    :class:`bus.events.AudioChunk`)."""
 
     utterance: int
     offset: int  # session sample offset of the first sample
@@ -71,7 +73,7 @@ class AudioChunk:
         utt_end: bool = False,
         seq: int | None = None,
         rate: int = SAMPLE_RATE,
-    ) -> AudioChunk:
+    ) -> PcmBlock:
         """Build from int16 little-endian PCM bytes, as carried by the bus."""
         if rate != SAMPLE_RATE:
             raise ValueError(f"audio chunks must be {SAMPLE_RATE} Hz, not {rate}")
@@ -99,7 +101,7 @@ class Update:
     kind: Literal["partial", "committed"]
     utterance: int
     text: str
-    words: tuple[Word, ...]  # times in session seconds (session sample offset / 16 kHz)
+    words: tuple[DecodedWord, ...]  # times in session seconds (session sample offset / 16 kHz)
     lang: str  # language of the text ("en" when the translate task is on)
     source_lang: str  # language that was spoken
     sample_start: int  # session sample offsets of the audio the text covers
@@ -112,26 +114,6 @@ class Update:
     @property
     def committed(self) -> bool:
         return self.kind == "committed"
-
-    def event_fields(self) -> dict[str, Any]:
-        """The transcript event's fields (the bus adds room, session, seq and trace)."""
-        return {
-            "kind": self.kind,
-            "utterance": self.utterance,
-            "text": self.text,
-            "lang": self.lang,
-            "source_lang": self.source_lang,
-            "task": self.task,
-            "sample_start": self.sample_start,
-            "sample_end": self.sample_end,
-            "capture_start": self.capture_start,
-            "capture_end": self.capture_end,
-            "final": self.final,
-            "words": [
-                (w.text.strip(), round(w.start, 3), round(w.end, 3), round(w.probability, 3))
-                for w in self.words
-            ],
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +164,7 @@ class RecognizerState:
     # them the new owner decodes exactly as the old one did: committed words in its buffer
     # are forced as the decoder's prefix, so the words after them are neither dropped nor
     # repeated. Without them (an older state) only the prompt carries the text.
-    words: tuple[Word, ...] = ()
+    words: tuple[DecodedWord, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -197,7 +179,7 @@ class RecognizerState:
             prompt=data.get("prompt") or "",
             language=data.get("language"),
             utterance_closed=bool(data.get("utterance_closed", False)),
-            words=tuple(Word(str(t), float(a), float(b), float(p))
+            words=tuple(DecodedWord(str(t), float(a), float(b), float(p))
                         for t, a, b, p in data.get("words") or ()),
         )
 
@@ -235,7 +217,7 @@ class StreamingRecognizer:
         self._closed_utterance: int | None = None
         self._session_language: str | None = None  # last language locked (`auto`)
         self._resume_at: int | None = None  # session offset to treat as committed after resume
-        self._resume_words: tuple[Word, ...] = ()  # committed words to restore at that point
+        self._resume_words: tuple[DecodedWord, ...] = ()  # committed words to restore at that point
         self._pending: PendingDecode | None = None
         self._utterance: int | None = None
         self._language: str | None = None
@@ -264,9 +246,9 @@ class StreamingRecognizer:
         self._timeline = Timeline()
         self._gate.reset()
         self._committed_end = 0.0  # utterance seconds where committed words end
-        self._committed_words: list[Word] = []  # this utterance (utterance seconds)
+        self._committed_words: list[DecodedWord] = []  # this utterance (utterance seconds)
         self._scrolled = 0  # committed words of this utterance already out of the buffer
-        self._tail: list[Word] = []  # previous hypothesis' uncommitted words
+        self._tail: list[DecodedWord] = []  # previous hypothesis' uncommitted words
         self._last_partial = ""
         self._decoded_until = 0  # utterance position of the last decode's buffer end
         self._language = None
@@ -298,7 +280,7 @@ class StreamingRecognizer:
         return new >= self.config.min_decode_s
 
     # -- feeding -----------------------------------------------------------------------
-    def feed(self, chunk: AudioChunk, *, decode: bool = True) -> list[Update]:
+    def feed(self, chunk: PcmBlock, *, decode: bool = True) -> list[Update]:
         """Add one chunk; decode when due and ``decode`` is true; return new updates.
 
         Pass ``decode=False`` while more chunks of this session are already queued: the
@@ -324,7 +306,7 @@ class StreamingRecognizer:
             self.skipped_decodes += 1
         return updates
 
-    def _ingest(self, chunk: AudioChunk) -> None:
+    def _ingest(self, chunk: PcmBlock) -> None:
         audio = chunk.float_audio()
         offset = chunk.offset
         expected = self._timeline.next_offset
@@ -382,10 +364,10 @@ class StreamingRecognizer:
         keep = round(self.config.resume_context_s * SAMPLE_RATE)
         self._drop_front(position - keep - self._buffer_start)
 
-    def _restore_words(self) -> list[Word]:
+    def _restore_words(self) -> list[DecodedWord]:
         """The state's committed words in utterance time; those before the re-read audio
         (a long utterance partly out of the scan) become part of the prompt history."""
-        restored: list[Word] = []
+        restored: list[DecodedWord] = []
         for w in self._resume_words:
             start = self._timeline.position_of(round(w.start * SAMPLE_RATE))
             if start is None:
@@ -394,7 +376,8 @@ class StreamingRecognizer:
                 continue
             end = self._timeline.position_of(round(w.end * SAMPLE_RATE))
             end = start if end is None else max(start, end)
-            restored.append(Word(w.text, start / SAMPLE_RATE, end / SAMPLE_RATE, w.probability))
+            restored.append(DecodedWord(w.text, start / SAMPLE_RATE, end / SAMPLE_RATE,
+                                        w.probability))
         self._resume_words = ()
         return restored
 
@@ -503,7 +486,7 @@ class StreamingRecognizer:
             self._lang_locked = True
             self._session_language = hyp.language
 
-    def _clean(self, hyp: Hypothesis, pending: PendingDecode) -> list[Word]:
+    def _clean(self, hyp: Hypothesis, pending: PendingDecode) -> list[DecodedWord]:
         """Guards, then shift to utterance time and drop words already committed."""
         cfg = self.config.guards
         if not hyp.words or looks_like_non_speech(hyp, cfg):
@@ -533,13 +516,13 @@ class StreamingRecognizer:
         words = drop_squeezed_repeats(words, cfg, last[0] if last else None)
         return strip_repetitions(words, cfg, self._committed_tail_words(16))
 
-    def _pause_after(self, word: Word, pending: PendingDecode) -> bool:
+    def _pause_after(self, word: DecodedWord, pending: PendingDecode) -> bool:
         """True when the decoded audio goes on without speech for a while after ``word``."""
         end = pending.buffer_end / SAMPLE_RATE
         pause = self.config.hold_pause_s
         return end - word.end >= pause and not self._gate.has_speech(word.end + 0.1, end)
 
-    def _drop_overlap(self, words: list[Word]) -> list[Word]:
+    def _drop_overlap(self, words: list[DecodedWord]) -> list[DecodedWord]:
         """Drop words at the start that repeat the last committed words (1-5 word n-grams)."""
         if not words or not self._any_commit:
             return words
@@ -559,16 +542,17 @@ class StreamingRecognizer:
         own = [w.text for w in self._committed_words]
         return (earlier + own)[-n:]
 
-    def _commit(self, words: Sequence[Word], updates: list[Update], *, final: bool = False) -> None:
+    def _commit(self, words: Sequence[DecodedWord], updates: list[Update], *,
+                final: bool = False) -> None:
         if not words:
             return
         # Keep committed timings monotonic: successive hypotheses may disagree by a frame.
         floor = self._committed_end if self._any_commit else 0.0
-        timed: list[Word] = []
+        timed: list[DecodedWord] = []
         for w in words:
             start = max(w.start, floor)
             floor = max(w.end, start)
-            timed.append(Word(w.text, start, floor, w.probability))
+            timed.append(DecodedWord(w.text, start, floor, w.probability))
         words = timed
         self._committed_words.extend(words)
         self._committed_end = max(self._committed_end, words[-1].end)
@@ -656,7 +640,8 @@ class StreamingRecognizer:
         return self._update("partial", self._tail)
 
     def _update(
-        self, kind: Literal["partial", "committed"], words: Sequence[Word], *, final: bool = False
+        self, kind: Literal["partial", "committed"], words: Sequence[DecodedWord], *,
+        final: bool = False,
     ) -> Update:
         assert self._utterance is not None
         timeline = self._timeline
@@ -672,7 +657,7 @@ class StreamingRecognizer:
         sample_start = timeline.offset_at(a)
         sample_end = timeline.offset_at(b)
         session_words = tuple(
-            Word(
+            DecodedWord(
                 w.text,
                 timeline.offset_at(round(w.start * SAMPLE_RATE)) / SAMPLE_RATE,
                 timeline.offset_at(round(w.end * SAMPLE_RATE)) / SAMPLE_RATE,
@@ -711,9 +696,10 @@ class StreamingRecognizer:
         if self._any_commit:
             committed_until = self._timeline.offset_at(round(self._committed_end * SAMPLE_RATE))
         words = tuple(
-            Word(w.text, self._timeline.offset_at(round(w.start * SAMPLE_RATE)) / SAMPLE_RATE,
-                 self._timeline.offset_at(round(w.end * SAMPLE_RATE)) / SAMPLE_RATE,
-                 w.probability)
+            DecodedWord(w.text,
+                        self._timeline.offset_at(round(w.start * SAMPLE_RATE)) / SAMPLE_RATE,
+                        self._timeline.offset_at(round(w.end * SAMPLE_RATE)) / SAMPLE_RATE,
+                        w.probability)
             for w in self._committed_words)
         return RecognizerState(self._utterance, committed_until, history,
                                self._language if self._lang_locked else None, words=words)
@@ -723,7 +709,7 @@ class StreamingRecognizer:
         cls,
         decoder: WhisperDecoder | None,
         state: RecognizerState,
-        chunks: Iterable[AudioChunk],
+        chunks: Iterable[PcmBlock],
         config: StreamConfig | None = None,
     ) -> tuple[StreamingRecognizer, list[Update]]:
         """Rebuild a session after a takeover: the new owner re-reads the current utterance's

@@ -12,16 +12,15 @@ from __future__ import annotations
 from bus.events import AudioChunk, Transcript
 from bus.stage import PartitionContext
 
-from .decoder import Word as EngineWord
-from .streaming import AudioChunk as EngineChunk
-from .streaming import RecognizerState
+from .decoder import DecodedWord
+from .streaming import PcmBlock, RecognizerState
 
 REBUILD_SCAN = 400  # entries scanned back for the last commit / the utterance's audio
 
 
-def engine_chunk(ev: AudioChunk) -> EngineChunk:
+def engine_chunk(ev: AudioChunk) -> PcmBlock:
     """The recognizer's chunk of a bus audio chunk."""
-    return EngineChunk.from_pcm(
+    return PcmBlock.from_pcm(
         ev.pcm, utterance=ev.utterance, offset=ev.offset, capture_start=ev.capture_start,
         capture_end=ev.capture_end, utt_start=ev.utt_start, utt_end=ev.utt_end, seq=ev.seq,
     )
@@ -51,17 +50,17 @@ async def last_commit(ctx: PartitionContext) -> tuple[RecognizerState | None, in
         prompt=" ".join(earlier),
         language=(last.source_lang or last.lang) if last.lang != "auto" else None,
         utterance_closed=last.final,
-        words=tuple(EngineWord(" " + w.word, w.start, w.end, w.prob)
+        words=tuple(DecodedWord(" " + w.word, w.start, w.end, w.prob)
                     for ev in open_utterance for w in ev.words),
     )
     return state, last.seq + 1, history
 
 
 async def acked_chunks(ctx: PartitionContext, handled: str,
-                       state: RecognizerState | None) -> tuple[list[EngineChunk], int]:
+                       state: RecognizerState | None) -> tuple[list[PcmBlock], int]:
     """The current utterance's chunks the previous owner had already acknowledged (up to the
     input entry ``handled``), oldest first, and the seq of the last audio chunk seen."""
-    chunks: list[EngineChunk] = []
+    chunks: list[PcmBlock] = []
     last_seq = -1
     for _id, ev in await ctx.read_reverse(ctx.input_key, handled, count=REBUILD_SCAN):
         if not isinstance(ev, AudioChunk):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 from bus.events import Transcript
@@ -100,10 +100,6 @@ class TranslationOut:
     resume_seq: int  # where the text still held starts, for a takeover: see resume_from()
     resume_offset: int
     reason: str  # why the span was released: boundary, final, timeout, flush, length, switch
-
-    def to_fields(self) -> dict[str, Any]:
-        """The translation event's own fields (the worker adds room, session, seq, trace)."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)

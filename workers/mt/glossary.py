@@ -21,6 +21,7 @@ from typing import Any
 
 from bus.ids import check_lang
 from bus.keys import Keys
+from bus.text import as_text
 
 from . import langs
 
@@ -72,10 +73,6 @@ def glossary_key(keys: Keys, room: str, lang: str) -> str:
     return f"{keys.room(room)}:mt:glossary:{check_lang(langs.normalize(lang))}"
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 async def set_terms(redis: Any, keys: Keys, room: str, lang: str, specs: Iterable[str]) -> dict[str, str]:
     """Add or replace entries (all checked before any is written); returns what was set."""
     entries = dict(parse_entry(spec) for spec in specs)
@@ -85,8 +82,8 @@ async def set_terms(redis: Any, keys: Keys, room: str, lang: str, specs: Iterabl
         if len(existing | {k.casefold() for k in entries}) > MAX_TERMS:
             raise GlossaryError(f"a glossary holds at most {MAX_TERMS} terms")
         # one entry per term whatever its case: the newest spelling wins
-        stale = [k for k in await redis.hkeys(key) if _text(k).casefold()
-                 in {t.casefold() for t in entries} and _text(k) not in entries]
+        stale = [k for k in await redis.hkeys(key) if as_text(k, "replace").casefold()
+                 in {t.casefold() for t in entries} and as_text(k, "replace") not in entries]
         if stale:
             await redis.hdel(key, *stale)
         await redis.hset(key, mapping=entries)
@@ -97,7 +94,7 @@ async def remove_terms(redis: Any, keys: Keys, room: str, lang: str, terms: Iter
     """Remove entries by term (any case); returns how many were removed."""
     wanted = {check_term(t).casefold() for t in terms}
     key = glossary_key(keys, room, lang)
-    found = [k for k in await redis.hkeys(key) if _text(k).casefold() in wanted]
+    found = [k for k in await redis.hkeys(key) if as_text(k, "replace").casefold() in wanted]
     return int(await redis.hdel(key, *found)) if found else 0
 
 
@@ -110,7 +107,7 @@ async def list_terms(redis: Any, keys: Keys, room: str, lang: str) -> dict[str, 
 
 def _valid_entries(raw: Mapping[Any, Any], key: str) -> dict[str, str]:
     out: dict[str, str] = {}
-    for k, v in sorted((_text(k), _text(v)) for k, v in raw.items()):
+    for k, v in sorted((as_text(k, "replace"), as_text(v, "replace")) for k, v in raw.items()):
         try:
             out[check_term(k)] = _clean(v, "translation", f"{k}={v}")
         except GlossaryError as exc:

@@ -9,12 +9,9 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
-def _text(description: str) -> Any:
-    return Field(None, description=description)
+from bus.command import unset_text
 
 
 class MTWorkerSettings(BaseSettings):
@@ -22,20 +19,20 @@ class MTWorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="S2ST_MT_", extra="ignore")
 
-    backends: str | None = _text("pair rules, e.g. 'en-es=opus|apertium,*=apertium' "
-                                 "(default *=apertium)")
-    pivots: str | None = _text("pivot languages tried in order (default en,es)")
-    models: str | None = _text("JSON object naming model backends")
-    hold_timeout_s: str | None = _text("longest wait of mid-sentence text (default 1.5)")
-    idle_hold_s: str | None = _text("its wait when the listener has nothing left to hear "
-                                    "(default 0.5)")
-    min_clause_words: str | None = _text("words before a comma counts as a boundary "
-                                         "(default 5)")
-    context: str | None = _text("previous sentences given to backends (default 3)")
-    captions: str | None = _text("live captions: auto (fast routes only), on, off")
-    caption_interval_s: str | None = _text("least time between two captions (default 0.5)")
-    apertium_timeout_s: str | None = _text("longest Apertium call (default 10)")
-    model_fallback: str | None = _text(
+    backends: str | None = unset_text("pair rules, e.g. 'en-es=opus|apertium,*=apertium' "
+                                       "(default *=apertium)")
+    pivots: str | None = unset_text("pivot languages tried in order (default en,es)")
+    models: str | None = unset_text("JSON object naming model backends")
+    hold_timeout_s: str | None = unset_text("longest wait of mid-sentence text (default 1.5)")
+    idle_hold_s: str | None = unset_text("its wait when the listener has nothing left to hear "
+                                          "(default 0.5)")
+    min_clause_words: str | None = unset_text("words before a comma counts as a boundary "
+                                               "(default 5)")
+    context: str | None = unset_text("previous sentences given to backends (default 3)")
+    captions: str | None = unset_text("live captions: auto (fast routes only), on, off")
+    caption_interval_s: str | None = unset_text("least time between two captions (default 0.5)")
+    apertium_timeout_s: str | None = unset_text("longest Apertium call (default 10)")
+    model_fallback: str | None = unset_text(
         "a model a rule names that cannot load: off (default) stops the worker at start, on "
         "translates its pairs with the next backend of their rule")
 
