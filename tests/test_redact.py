@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import redis
 
 from bus.events import ControlEvent, Transcript, Translation
 from bus.harness import Entry, HarnessResult, fake_client, run_on_redis, run_stage
@@ -26,7 +25,6 @@ from pipeline import PIPELINE, REDACT_PIPELINE
 from workers.redact import RedactSettings, RedactStage, blocked_pattern, words_key
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL_URL = "redis://127.0.0.1:6379/0"
 ROOM, SESSION, LANG = "r1", "s1", "es"
 PART = Partition(ROOM, SESSION, LANG)
 ROOM_WORDS = ("caramba", "coño", "earnings call")  # the room's set P:{room}:redact:words
@@ -41,19 +39,10 @@ def translation(seq: int, text: str, *, kind: str = "committed",
                        source_text=source_text)
 
 
-def scratch_settings() -> BusSettings:
-    return BusSettings(redis_url=LOCAL_URL, key_prefix="t" + uuid.uuid4().hex[:10],
+def scratch_settings(url: str) -> BusSettings:
+    return BusSettings(redis_url=url, key_prefix="t" + uuid.uuid4().hex[:10],
                        lease_ttl_ms=1200, heartbeat_ms=300, discovery_ms=150, block_ms=50,
                        retry_backoff_ms=10, log_level="warning")
-
-
-@pytest.fixture(scope="module")
-def local_redis() -> str:
-    try:
-        redis.Redis.from_url(LOCAL_URL).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.fail("no Redis at 127.0.0.1:6379 (start one: redis-server --daemonize yes)")
-    return LOCAL_URL
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -66,10 +55,10 @@ def on(request: pytest.FixtureRequest) -> Run:
             return await run_stage(stage, events, lang=LANG, langs=[LANG], client=client,
                                    settings=settings, topology=REDACT_PIPELINE)
         return in_memory
-    request.getfixturevalue("local_redis")
+    url = request.getfixturevalue("local_redis")  # tests/conftest.py
 
     async def on_redis(stage: RedactStage, events: list[Entry]) -> HarnessResult:
-        settings = scratch_settings()
+        settings = scratch_settings(url)
         async with scratch_client(settings) as client:  # deletes the prefix afterwards
             await client.sadd(words_key(settings.keys, ROOM), *ROOM_WORDS)
             return await run_on_redis(stage, events, settings, lang=LANG, langs=[LANG],
@@ -157,7 +146,7 @@ def test_help() -> None:
 
 
 async def test_the_worker_process_masks_a_session_and_stops_on_sigterm(local_redis: str) -> None:
-    settings = scratch_settings()
+    settings = scratch_settings(local_redis)
     keys = settings.keys
     env = {**os.environ, "S2ST_REDIS_URL": local_redis, "S2ST_KEY_PREFIX": settings.key_prefix,
            "S2ST_DISCOVERY_MS": "150", "S2ST_BLOCK_MS": "50", "S2ST_LOG_LEVEL": "warning"}
