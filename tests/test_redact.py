@@ -140,6 +140,23 @@ def s2st(*args: str, **kw: object) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)  # type: ignore[call-overload]
 
 
+def test_flags_win_over_variables_and_a_bad_value_exits_2(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from bus.command import settings_from_args
+    from ops.cli import build_parser
+
+    monkeypatch.setenv("S2ST_REDACT_WORDS", "heck")
+    monkeypatch.setenv("S2ST_REDACT_MASK", "#")
+    args = build_parser().parse_args(["redact", "--words", "darn,drat"])
+    settings = settings_from_args(RedactSettings, args)
+    assert (settings.words, settings.mask) == ("darn,drat", "#")
+    with pytest.raises(SystemExit) as exited:
+        settings_from_args(RedactSettings, build_parser().parse_args(
+            ["redact", "--refresh-s", "0"]), program="s2st redact")
+    assert exited.value.code == 2
+    assert "--refresh-s / S2ST_REDACT_REFRESH_S" in capsys.readouterr().err
+
+
 def test_help() -> None:
     out, _ = s2st("redact", "--help").communicate(timeout=60)
     assert "S2ST_REDACT_WORDS" in out and "P:{room}:redact:words" in out
