@@ -512,9 +512,9 @@ class StreamingRecognizer:
         while words and not normalize_word(words[0].text):
             words.pop(0)  # punctuation for an already committed word: too late to attach
         words = self._drop_overlap(words)
-        last = self._committed_tail_words(1)
-        words = drop_squeezed_repeats(words, cfg, last[0] if last else None)
-        return strip_repetitions(words, cfg, self._committed_tail_words(16))
+        said = self._committed_tail_words(16)
+        words = drop_squeezed_repeats(words, cfg, said[-1] if said else None)
+        return strip_repetitions(words, cfg, said)
 
     def _pause_after(self, word: DecodedWord, pending: PendingDecode) -> bool:
         """True when the decoded audio goes on without speech for a while after ``word``."""
